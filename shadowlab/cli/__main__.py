@@ -1,0 +1,5 @@
+import sys
+
+from shadowlab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,132 @@
+"""Mergeable summaries: the one code path every analysis runs on, on polars or on Spark.
+
+Each statistic in shadowlab is split in two:
+
+* a **summary**: a partition-level aggregation written as a polars function
+  ``LazyFrame -> LazyFrame`` whose output rows can be merged across partitions by grouping on
+  ``keys`` and reducing every other column with an associative, commutative operation
+  (``sum``, ``min`` or ``max``). Counts, fine histograms, per-interval trigger counts and
+  cross-tabs all have this shape;
+* a **finish**: plain local code over the merged summary (a small polars DataFrame).
+
+Where a statistic is an order statistic (a calibrated threshold, the KS statistic), a histogram
+summary locates the critical bins and :meth:`Source.pull` fetches only the rows inside them for an
+exact local finish.
+
+On one machine :class:`PolarsSource` runs the summary over the whole lazy frame in one streaming
+pass and merges that single partial with the same :func:`merge_partials`; the Spark engine
+(``shadowlab.engines.spark``) runs the same summary inside each task over Arrow batches and merges
+the partials on the driver. One implementation of each statistic, two engines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import polars as pl
+
+__all__ = ["Aggregation", "PolarsSource", "Source", "as_source", "merge_partials"]
+
+Reduce = Literal["sum", "min", "max"]
+
+_REDUCERS: dict[str, Callable[[str], pl.Expr]] = {
+    "sum": lambda c: pl.col(c).sum(),
+    "min": lambda c: pl.col(c).min(),
+    "max": lambda c: pl.col(c).max(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    """A partition-level summary and how its partials merge.
+
+    Parameters
+    ----------
+    build : callable
+        ``LazyFrame -> LazyFrame``; applied to one partition (or the whole data) it returns the
+        partial summary: one row per value of ``keys`` (or a single row when ``keys`` is empty).
+    keys : tuple of str
+        Group columns of the partial summary.
+    reduce : mapping of str to {'sum', 'min', 'max'}
+        How each non-key column merges across partials.
+    """
+
+    build: Callable[[pl.LazyFrame], pl.LazyFrame]
+    keys: tuple[str, ...] = ()
+    reduce: Mapping[str, Reduce] = field(default_factory=dict)
+
+
+def merge_partials(partials: Iterable[pl.DataFrame], agg: Aggregation) -> pl.DataFrame:
+    """Merge partial summaries of ``agg`` into one, sorted by its keys.
+
+    The merge is associative and commutative, so any partitioning of the data gives the same
+    result as the whole (for ``sum`` over integers exactly; over floats up to rounding).
+    """
+    parts = [p for p in partials if p.height > 0]
+    if not parts:
+        return pl.DataFrame()
+    frame = pl.concat(parts, how="vertical_relaxed")
+    exprs = [_REDUCERS[how](col).alias(col) for col, how in agg.reduce.items()]
+    if agg.keys:
+        return frame.group_by(list(agg.keys)).agg(exprs).sort(list(agg.keys))
+    return frame.select(exprs)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """Where pair rows live: a polars LazyFrame here, a Spark DataFrame in the Spark engine."""
+
+    engine: str
+
+    def aggregate(self, agg: Aggregation) -> pl.DataFrame:
+        """Run ``agg`` over every partition and return the merged summary."""
+        ...
+
+    def pull(self, predicate: pl.Expr, columns: Sequence[str]) -> pl.DataFrame:
+        """Return the rows matching ``predicate`` (a refinement pass), only ``columns``."""
+        ...
+
+    def collect_schema(self) -> Mapping[str, Any]:
+        """Column names and types."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class PolarsSource:
+    """A lazy polars frame as a :class:`Source`; every pass is one streaming ``collect``."""
+
+    frame: pl.LazyFrame
+    engine: str = "polars"
+
+    def aggregate(self, agg: Aggregation) -> pl.DataFrame:
+        partial = agg.build(self.frame).collect(engine="streaming")
+        return merge_partials([partial], agg)
+
+    def pull(self, predicate: pl.Expr, columns: Sequence[str]) -> pl.DataFrame:
+        return self.frame.filter(predicate).select(list(columns)).collect(engine="streaming")
+
+    def collect_schema(self) -> Mapping[str, Any]:
+        return self.frame.collect_schema()
+
+
+def as_source(pairs: Any) -> Source:
+    """Turn what a public function was given into a :class:`Source`.
+
+    Accepts a :class:`Source`, a polars LazyFrame or DataFrame, a Spark DataFrame (when pyspark is
+    installed), or anything :func:`shadowlab.logs.scan_pairs` accepts (a path, glob or list).
+    """
+    if isinstance(pairs, Source) and not isinstance(pairs, pl.LazyFrame | pl.DataFrame):
+        return pairs
+    if isinstance(pairs, pl.LazyFrame):
+        return PolarsSource(pairs)
+    if isinstance(pairs, pl.DataFrame):
+        return PolarsSource(pairs.lazy())
+    if type(pairs).__module__.startswith("pyspark."):
+        from shadowlab.engines.spark import SparkSource
+
+        return SparkSource(pairs)
+    from shadowlab.logs import scan_pairs
+
+    return PolarsSource(scan_pairs(pairs))

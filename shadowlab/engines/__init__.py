@@ -1,0 +1,1 @@
+"""Execution engines beyond one machine (see :mod:`shadowlab.engine` for the summary contract)."""
