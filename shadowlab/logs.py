@@ -382,9 +382,10 @@ def _check_ids(frame: pl.LazyFrame, files: list[Path], duplicates: str, what: st
                 f"(first in file(s) {where}). Every request needs an id to join labels. Fix: "
                 "repair the logger, or pass duplicates='keep-first' to drop those rows."
             )
-        sample = _locate(files, rid.is_duplicated(), limit=10)
-        ids = sample[S.REQUEST_ID].unique(maintain_order=True).to_list()[:3]
-        where = sample["__file"].unique(maintain_order=True).to_list()[:3]
+        ids = _locate(files, rid.is_duplicated(), limit=10)[S.REQUEST_ID]
+        ids = ids.unique(maintain_order=True).to_list()[:3]
+        where = _locate(files, rid.is_in(ids), limit=50)["__file"]
+        where = where.unique(maintain_order=True).to_list()[:4]
         raise LogValidationError(
             f"{what} column {S.REQUEST_ID!r} has {dups} duplicate rows out of {n} (e.g. ids "
             f"{ids} in file(s) {where}). A request must be logged once, or the two models' "
