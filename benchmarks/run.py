@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -43,12 +42,17 @@ del t
 
 MEASUREMENTS: dict[str, tuple[str, str]] = {
     # name -> (needs module, program). PAIRS, LABELS, REF, WEEK, T1 are defined before it runs.
-    "floor: read both scores (polars)": ("", """
+    "floor: read both scores (polars)": (
+        "",
+        """
 import polars as pl
 df = pl.scan_parquet(PAIRS + "/**/*.parquet").select("primary_score", "candidate_score").collect()
 assert df.height > 0
-"""),
-    "shadowlab ks_2samp + psi": ("shadowlab.drift", """
+""",
+    ),
+    "shadowlab ks_2samp + psi": (
+        "shadowlab.drift",
+        """
 import polars as pl
 from shadowlab.drift import ks_2samp, psi
 from shadowlab.logs import scan_pairs
@@ -56,8 +60,12 @@ lf = scan_pairs(PAIRS)
 ks = ks_2samp(pl.col("primary_score"), pl.col("candidate_score"), data=lf)
 p = psi(pl.col("primary_score"), pl.col("candidate_score"), data=lf)
 print(ks.statistic, p.value)
-"""),
-    "scipy ks_2samp + numpy psi": ("", _READ + """
+""",
+    ),
+    "scipy ks_2samp + numpy psi": (
+        "",
+        _READ
+        + """
 import numpy as np
 from scipy import stats
 ks = stats.ks_2samp(ref, cur)
@@ -67,8 +75,12 @@ pr = np.histogram(ref, edges)[0] / len(ref)
 pc = np.histogram(cur, edges)[0] / len(cur)
 pr, pc = np.clip(pr, 1e-6, None), np.clip(pc, 1e-6, None)
 print(ks.statistic, float(np.sum((pr - pc) * np.log(pr / pc))))
-"""),
-    "evidently KS + PSI": ("evidently", _READ + """
+""",
+    ),
+    "evidently KS + PSI": (
+        "evidently",
+        _READ
+        + """
 import pandas as pd
 from evidently import Report
 from evidently.metrics import ValueDrift
@@ -76,8 +88,12 @@ r, c = pd.DataFrame({"score": ref}), pd.DataFrame({"score": cur})
 del ref, cur
 for method in ("ks", "psi"):
     Report([ValueDrift(column="score", method=method)]).run(c, r).dict()
-"""),
-    "nannyml KS (univariate drift)": ("nannyml", _READ + """
+""",
+    ),
+    "nannyml KS (univariate drift)": (
+        "nannyml",
+        _READ
+        + """
 import pandas as pd
 import nannyml as nml
 r, c = pd.DataFrame({"score": ref}), pd.DataFrame({"score": cur})
@@ -86,41 +102,60 @@ calc = nml.UnivariateDriftCalculator(column_names=["score"], chunk_number=1,
                                      continuous_methods=["kolmogorov_smirnov"])
 calc.fit(r)
 calc.calculate(c)
-"""),
-    "calibrate_threshold (+day, +country)": ("shadowlab.thresholds", """
+""",
+    ),
+    "calibrate_threshold (+day, +country)": (
+        "shadowlab.thresholds",
+        """
 from shadowlab.thresholds import calibrate_threshold
 cal = calibrate_threshold(PAIRS, T1, by=["country"])
 print(cal.threshold)
-"""),
-    "compare_scores by day": ("shadowlab.drift", """
+""",
+    ),
+    "compare_scores by day": (
+        "shadowlab.drift",
+        """
 from shadowlab.drift import compare_scores
 res = compare_scores(PAIRS, reference=REF, every="1d")
-"""),
-    "simulate_load fluid, 3 policies": ("shadowlab.load", """
+""",
+    ),
+    "simulate_load fluid, 3 policies": (
+        "shadowlab.load",
+        """
 from shadowlab.load import simulate_load
 rep = simulate_load(PAIRS, {"v1": ("primary", T1), "v2 naive": ("candidate", T1),
                             "v2 calibrated": ("candidate", T1 + 0.05)}, None)
-"""),
-    "feedback_diagnostics (labels join)": ("shadowlab.feedback", """
+""",
+    ),
+    "feedback_diagnostics (labels join)": (
+        "shadowlab.feedback",
+        """
 from shadowlab.feedback import feedback_diagnostics
 from shadowlab.logs import scan_labels
 rep = feedback_diagnostics(PAIRS, scan_labels(LABELS), T1, T1 + 0.05)
-"""),
-    "shadowlab gate (end to end)": ("shadowlab.gate", """
+""",
+    ),
+    "shadowlab gate (end to end)": (
+        "shadowlab.gate",
+        """
 import subprocess, sys, tempfile
 out = tempfile.mkdtemp()
 subprocess.run([sys.executable, "-m", "shadowlab.cli", "gate", PAIRS, "--labels", LABELS,
                 "--reference", REF, "--primary-threshold", str(T1),
                 "--candidate-threshold", "calibrate", "--out", out + "/verdict.json"],
                check=False, stdout=subprocess.DEVNULL)
-"""),
-    "shadowlab report": ("shadowlab.report", """
+""",
+    ),
+    "shadowlab report": (
+        "shadowlab.report",
+        """
 import subprocess, sys, tempfile
 out = tempfile.mkdtemp()
 subprocess.run([sys.executable, "-m", "shadowlab.cli", "report", PAIRS, "--labels", LABELS,
                 "--reference", REF, "--primary-threshold", str(T1), "--out", out + "/r.html",
                 "--quiet"], check=True, stdout=subprocess.DEVNULL)
-"""),
+""",
+    ),
 }
 
 
@@ -184,8 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     for rows in sizes:
         t0 = time.perf_counter()
         week = write_week(cache, rows)
-        print(f"# {_fmt_rows(rows)} pairs: week ready in {time.perf_counter() - t0:.1f} s ({week})",
-              flush=True)
+        print(
+            f"# {_fmt_rows(rows)} pairs: week ready in {time.perf_counter() - t0:.1f} s ({week})",
+            flush=True,
+        )
         results[rows] = {}
         for name in names:
             module, program = MEASUREMENTS[name]
@@ -211,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if args.out:
         Path(args.out).write_text(table)
-    failed = any(isinstance(v, str) and v.startswith("failed") for r in results.values()
-                 for v in r.values())
+    failed = any(
+        isinstance(v, str) and v.startswith("failed") for r in results.values() for v in r.values()
+    )
     return 1 if failed else 0
 
 
@@ -266,7 +304,9 @@ def _markdown(results: dict[int, dict[str, Sample | str]], names: list[str], rep
                 f"{b.wall_s / v.wall_s:.1f}" if isinstance(b, Sample) and "ks_2samp" in name else ""
                 for b in base.values()
             ]
-            lines.append(f"| {name} | {v.wall_s:.2f} | {v.rss_mb:.0f} | {ratio} | {rel[0]} | {rel[1]} |")
+            lines.append(
+                f"| {name} | {v.wall_s:.2f} | {v.rss_mb:.0f} | {ratio} | {rel[0]} | {rel[1]} |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 

@@ -26,8 +26,32 @@ CHUNK = 2_000_000
 COUNTRIES = np.array(["DE", "FR", "GB", "NL", "ES", "IT", "PL", "SE"])
 CHANNELS = np.array(["web", "app", "pos"])
 _HOURLY = np.array(
-    [0.3, 0.2, 0.15, 0.12, 0.12, 0.2, 0.5, 0.9, 1.2, 1.3, 1.3, 1.35, 1.4, 1.35, 1.3, 1.3, 1.35, 1.45,
-     1.5, 1.5, 1.35, 1.1, 0.8, 0.5]
+    [
+        0.3,
+        0.2,
+        0.15,
+        0.12,
+        0.12,
+        0.2,
+        0.5,
+        0.9,
+        1.2,
+        1.3,
+        1.3,
+        1.35,
+        1.4,
+        1.35,
+        1.3,
+        1.3,
+        1.35,
+        1.45,
+        1.5,
+        1.5,
+        1.35,
+        1.1,
+        0.8,
+        0.5,
+    ]
 )
 
 
@@ -62,10 +86,9 @@ def write_week(root: Path, rows: int, *, seed: int = 0) -> Path:
             n = int(min(CHUNK, n_day - lo))
             hour = rng.choice(24, size=n, p=_HOURLY / _HOURLY.sum())
             sec = np.sort(hour * 3600 + rng.random(n) * 3600)
-            ts_us = (
-                int((START + dt.timedelta(days=day)).timestamp() * 1_000_000)
-                + (sec * 1_000_000).astype(np.int64)
-            )
+            ts_us = int((START + dt.timedelta(days=day)).timestamp() * 1_000_000) + (
+                sec * 1_000_000
+            ).astype(np.int64)
             fraud, primary, candidate = _scores(rng, n)
             audit = rng.random(n) < 0.01
             ids = pc.binary_join_element_wise(
@@ -93,8 +116,12 @@ def write_week(root: Path, rows: int, *, seed: int = 0) -> Path:
                 },
                 schema=schema,
             )
-            pq.write_table(table, day_dir / f"part-{part:05d}.parquet", compression="zstd",
-                           row_group_size=1_000_000)
+            pq.write_table(
+                table,
+                day_dir / f"part-{part:05d}.parquet",
+                compression="zstd",
+                row_group_size=1_000_000,
+            )
             # Selective labels: reviews for v1 flags and the audit slice, chargebacks for 60 %
             # of the unflagged fraud, days later.
             flagged = primary >= PRIMARY_THRESHOLD
@@ -116,8 +143,9 @@ def write_week(root: Path, rows: int, *, seed: int = 0) -> Path:
                 schema=label_schema,
             )
             if label_writer is None:
-                label_writer = pq.ParquetWriter(out / "labels" / "labels.parquet", label_schema,
-                                                compression="zstd")
+                label_writer = pq.ParquetWriter(
+                    out / "labels" / "labels.parquet", label_schema, compression="zstd"
+                )
             label_writer.write_table(labels)
     if label_writer is not None:
         label_writer.close()
@@ -130,7 +158,11 @@ def write_week(root: Path, rows: int, *, seed: int = 0) -> Path:
         }
     )
     pq.write_table(ref, out / "reference.parquet", compression="zstd")
-    manifest = {"rows": rows, "seed": seed, "primary_threshold": PRIMARY_THRESHOLD,
-                "generator": "benchmarks/weeks.py (parametric)"}
+    manifest = {
+        "rows": rows,
+        "seed": seed,
+        "primary_threshold": PRIMARY_THRESHOLD,
+        "generator": "benchmarks/weeks.py (parametric)",
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out

@@ -83,7 +83,11 @@ class Report:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"charts": list(self.charts), "bytes": len(self.html.encode()), "notes": list(self.notes)}
+        return {
+            "charts": list(self.charts),
+            "bytes": len(self.html.encode()),
+            "notes": list(self.notes),
+        }
 
     def save(self, path: str | Path) -> Path:
         """Write the HTML page to ``path``."""
@@ -170,9 +174,7 @@ def _histograms(source: Source, lo: float, hi: float, bins: int) -> pl.DataFrame
         return pl.concat(parts)
 
     hist = source.aggregate(Aggregation(build, ("model", "bin"), {"n": "sum"}))
-    return hist.with_columns(
-        lo=lo + pl.col("bin") * width, hi=lo + (pl.col("bin") + 1) * width
-    )
+    return hist.with_columns(lo=lo + pl.col("bin") * width, hi=lo + (pl.col("bin") + 1) * width)
 
 
 def _segment_counts(
@@ -223,7 +225,9 @@ def _density_chart(hist: pl.DataFrame, log_scale: bool) -> alt.Chart:
             {S.PRIMARY: "v1 (primary)", S.CANDIDATE: "v2 (candidate)", "reference": "v2 reference"}
         ),
     )
-    y = alt.Y("density:Q", title="density", scale=alt.Scale(type="symlog" if log_scale else "linear"))
+    y = alt.Y(
+        "density:Q", title="density", scale=alt.Scale(type="symlog" if log_scale else "linear")
+    )
     return (
         alt.Chart(frame, title="Score distributions")
         .mark_line(interpolate="step-after")
@@ -364,8 +368,13 @@ table.checks td, table.checks th { border-bottom: 1px solid #d0d7de; padding: 4p
 """
 
 
-def _page(title: str, subtitle: str, verdict_html: str, charts: Mapping[str, alt.TopLevelMixin],
-          notes: Sequence[str]) -> str:
+def _page(
+    title: str,
+    subtitle: str,
+    verdict_html: str,
+    charts: Mapping[str, alt.TopLevelMixin],
+    notes: Sequence[str],
+) -> str:
     import vl_convert as vlc
     from altair.utils._importers import vl_version_for_vl_convert
 
@@ -375,8 +384,10 @@ def _page(title: str, subtitle: str, verdict_html: str, charts: Mapping[str, alt
         div = f"chart-{i}"
         divs.append(f"<div class='chart' id='{div}' data-chart='{html.escape(name)}'></div>")
         spec = json.dumps(chart.to_dict(), separators=(",", ":"))
-        calls.append(f"vegaEmbed('#{div}', {spec}, {{actions: false, renderer: 'svg'}})"
-                     ".catch(console.error);")
+        calls.append(
+            f"vegaEmbed('#{div}', {spec}, {{actions: false, renderer: 'svg'}})"
+            ".catch(console.error);"
+        )
     notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
@@ -384,7 +395,11 @@ def _page(title: str, subtitle: str, verdict_html: str, charts: Mapping[str, alt
         f"<script type='text/javascript'>\n{bundle}\n</script></head><body>"
         f"<h1>{html.escape(title)}</h1><p class='muted'>{html.escape(subtitle)}</p>"
         f"{verdict_html}<section id='charts'>{''.join(divs)}</section>"
-        + (f"<section id='notes'><h2>Not shown</h2><ul>{notes_html}</ul></section>" if notes else "")
+        + (
+            f"<section id='notes'><h2>Not shown</h2><ul>{notes_html}</ul></section>"
+            if notes
+            else ""
+        )
         + "<script type='text/javascript'>\n"
         + "\n".join(calls)
         + "\n</script></body></html>"

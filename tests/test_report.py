@@ -36,10 +36,20 @@ def report_path(week: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) ->
     verdict = {
         "verdict": "FAIL",
         "checks": [
-            {"name": "trigger parity", "status": "FAIL", "value": 1.9, "limit": [0.8, 1.25],
-             "sentence": "v2 flags 1.9x as often as v1."},
-            {"name": "enough data", "status": "PASS", "value": 30000, "limit": 20000,
-             "sentence": "30000 rows."},
+            {
+                "name": "trigger parity",
+                "status": "FAIL",
+                "value": 1.9,
+                "limit": [0.8, 1.25],
+                "sentence": "v2 flags 1.9x as often as v1.",
+            },
+            {
+                "name": "enough data",
+                "status": "PASS",
+                "value": 30000,
+                "limit": 20000,
+                "sentence": "30000 rows.",
+            },
         ],
     }
     report = build_report(week, primary_threshold=0.1, candidate_threshold=0.16, verdict=verdict)
@@ -89,11 +99,19 @@ def test_report_renders_in_headless_chromium(report_path: Path, tmp_path: Path) 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'profile'}",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
         # No network: every request that is not a local file goes to a closed port.
-        "--proxy-server=127.0.0.1:9", "--proxy-bypass-list=<-loopback>",
+        "--proxy-server=127.0.0.1:9",
+        "--proxy-bypass-list=<-loopback>",
         "--window-size=1200,2600",
     ):
         options.add_argument(flag)
@@ -105,12 +123,15 @@ def test_report_renders_in_headless_chromium(report_path: Path, tmp_path: Path) 
         assert len(charts) == 4
         WebDriverWait(driver, 30).until(
             lambda d: all(
-                el.find_elements(By.CSS_SELECTOR, "svg g") for el in d.find_elements(By.CSS_SELECTOR, "div.chart")
+                el.find_elements(By.CSS_SELECTOR, "svg g")
+                for el in d.find_elements(By.CSS_SELECTOR, "div.chart")
             )
         )
         for el in charts:
             svg = el.find_element(By.CSS_SELECTOR, "svg")
-            assert svg.size["width"] > 100 and svg.size["height"] > 100, el.get_attribute("data-chart")
+            assert svg.size["width"] > 100 and svg.size["height"] > 100, el.get_attribute(
+                "data-chart"
+            )
             assert len(svg.find_elements(By.CSS_SELECTOR, "path")) > 3
         statuses = [e.text for e in driver.find_elements(By.CSS_SELECTOR, ".status")]
         assert statuses[:3] == ["FAIL", "FAIL", "PASS"]

@@ -16,7 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verdict", default=None, help="verdict.json written by `shadowlab gate`")
     parser.add_argument("--primary-threshold", type=float, default=None, help="v1's threshold t1")
     parser.add_argument(
-        "--candidate-threshold", type=float, default=None, help="v2's threshold t2 (default: calibrate)"
+        "--candidate-threshold",
+        type=float,
+        default=None,
+        help="v2's threshold t2 (default: calibrate)",
     )
     parser.add_argument("--log-scale", action="store_true", help="score densities on a log axis")
     parser.add_argument("--out", required=True, help="HTML file to write")
@@ -52,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     )
     path = report.save(args.out)
     if not args.quiet:
-        print(f"wrote {path} ({len(report.html.encode()) / 1e6:.1f} MB, {len(report.charts)} charts)")
+        print(
+            f"wrote {path} ({len(report.html.encode()) / 1e6:.1f} MB, {len(report.charts)} charts)"
+        )
         for note in report.notes:
             print(f"  not shown: {note}", file=sys.stderr)
     return 0
