@@ -596,6 +596,9 @@ class PairLogWriter:
         Parquet row-group size.
     compression_level : int, default 3
         zstd level.
+    writer_id : str or None, default None
+        The ``<writer>`` part of file names; ``None`` draws a random 8-hex id so that several
+        writers can share a folder. A simulation passes a fixed id for reproducible names.
 
     Notes
     -----
@@ -616,6 +619,7 @@ class PairLogWriter:
         max_seconds: float = 60.0,
         row_group_size: int = 128 * 1024,
         compression_level: int = 3,
+        writer_id: str | None = None,
     ) -> None:
         if not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1:
             raise ValueError(
@@ -636,7 +640,7 @@ class PairLogWriter:
         self.rows_flushed = 0
         self.files_written = 0
         self.rows_dropped = 0
-        self._id = uuid.uuid4().hex[:8]
+        self._id = uuid.uuid4().hex[:8] if writer_id is None else str(writer_id)
         self._seq = 0
         self._lock = threading.Lock()  # guards the buffer
         self._io_lock = threading.Lock()  # serialises file writes

@@ -46,7 +46,7 @@ import os
 import threading
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -356,20 +356,24 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _single(model: Any, x: Any) -> tuple[float | None, str | None, float, BaseException | None]:
+def _single(
+    model: Any, x: Any, clock: Callable[[], float] = time.perf_counter
+) -> tuple[float | None, str | None, float, BaseException | None]:
     """Score one request: (score or None, error text or None, latency ms, exception)."""
-    t0 = time.perf_counter()
+    t0 = clock()
     try:
         value = float(model.score(x))
     except Exception as exc:
-        return None, _error_text(exc), (time.perf_counter() - t0) * 1e3, exc
-    ms = (time.perf_counter() - t0) * 1e3
+        return None, _error_text(exc), (clock() - t0) * 1e3, exc
+    ms = (clock() - t0) * 1e3
     if not math.isfinite(value):
         return None, f"{NONFINITE_ERROR}: {value}", ms, None
     return value, None, ms, None
 
 
-def _batch(model: Any, X: Any, n: int) -> tuple[np.ndarray, list[str | None], np.ndarray]:
+def _batch(
+    model: Any, X: Any, n: int, clock: Callable[[], float] = time.perf_counter
+) -> tuple[np.ndarray, list[str | None], np.ndarray]:
     """Score a batch: (scores with NaN on failure, error texts, per-row latency ms).
 
     ``score_batch`` runs once; if it raises or returns the wrong shape, the batch is re-scored
@@ -379,14 +383,14 @@ def _batch(model: Any, X: Any, n: int) -> tuple[np.ndarray, list[str | None], np
     errors: list[str | None] = [None] * n
     batch_fn = getattr(model, "score_batch", None)
     if batch_fn is not None:
-        t0 = time.perf_counter()
+        t0 = clock()
         try:
             out = np.asarray(batch_fn(X), dtype=float).reshape(-1)
             if out.shape[0] != n:
                 raise ValueError(f"score_batch returned {out.shape[0]} scores for {n} rows")
         except Exception:
             out = None
-        ms = (time.perf_counter() - t0) * 1e3
+        ms = (clock() - t0) * 1e3
         if out is not None:
             bad = ~np.isfinite(out)
             if bad.any():
@@ -397,7 +401,7 @@ def _batch(model: Any, X: Any, n: int) -> tuple[np.ndarray, list[str | None], np
     scores = np.full(n, np.nan)
     lat = np.empty(n)
     for i in range(n):
-        value, err, ms, _ = _single(model, X[i])
+        value, err, ms, _ = _single(model, X[i], clock)
         if value is not None:
             scores[i] = value
         errors[i] = err
@@ -433,6 +437,9 @@ class CanaryRouter:
         keeps the last good settings and is counted in :meth:`stats`.
     reload_interval : float, default 1.0
         Seconds between checks of the config file's modification time.
+    clock : callable returning seconds, default ``time.perf_counter``
+        Measures the latency columns. A simulation passes a deterministic clock so that its
+        logs are reproducible byte for byte (:mod:`shadowlab.synth`).
 
     Notes
     -----
@@ -453,6 +460,7 @@ class CanaryRouter:
         on_served_failure: FailurePolicy = "raise",
         config: str | os.PathLike[str] | None = None,
         reload_interval: float = 1.0,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         for role, model in (("primary", primary), ("candidate", candidate)):
             if not isinstance(getattr(model, "name", None), str) or not callable(
@@ -489,6 +497,7 @@ class CanaryRouter:
         self._last_config_error: str | None = None
         self.config_path = Path(config) if config is not None else None
         self.reload_interval = float(reload_interval)
+        self.clock = clock
         self._config_stamp: tuple[int, int] | None = None
         self._next_check = 0.0
         if self.config_path is not None:
@@ -615,8 +624,8 @@ class CanaryRouter:
             S.CANDIDATE if int.from_bytes(digest[:8], "big") < _cut(cfg.traffic_pct) else S.PRIMARY
         )
         audit = int.from_bytes(digest[8:], "big") < _cut(cfg.audit_rate)
-        p_score, p_err, p_ms, p_exc = _single(self.primary, x)
-        c_score, c_err, c_ms, c_exc = _single(self.candidate, x)
+        p_score, p_err, p_ms, p_exc = _single(self.primary, x, self.clock)
+        c_score, c_err, c_ms, c_exc = _single(self.candidate, x, self.clock)
         served = routed
         served_score = p_score if routed == S.PRIMARY else c_score
         failure: ServedModelError | None = None
@@ -718,8 +727,8 @@ class CanaryRouter:
         h_route, h_audit = _digests(self.salt, ids)
         to_candidate = _below(h_route, cfg.traffic_pct)
         audit = _below(h_audit, cfg.audit_rate)
-        p, p_err, p_ms = _batch(self.primary, X, n)
-        c, c_err, c_ms = _batch(self.candidate, X, n)
+        p, p_err, p_ms = _batch(self.primary, X, n, self.clock)
+        c, c_err, c_ms = _batch(self.candidate, X, n, self.clock)
         p_ok, c_ok = ~np.isnan(p), ~np.isnan(c)
         routed_ok = np.where(to_candidate, c_ok, p_ok)
         other_ok = np.where(to_candidate, p_ok, c_ok)
