@@ -6,26 +6,33 @@ STAMP  := $(VENV)/.installed
 SAMPLE := data/samples/trigger-shift
 OUT    := out
 
-.PHONY: demo test lint bench bench-smoke clean sample browser
+.PHONY: demo test lint bench bench-smoke clean system
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev,notebooks]'
+	$(PY) -m pip install --quiet -e '.[dev,notebooks,spark]'
 	touch $(STAMP)
 
-# Debian's chromium for the HTML report's browser tests; the tests skip with a reason if absent.
-browser:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
-	  { (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	    || echo "make: could not install chromium; browser tests will be skipped"; }
+# System packages the tests use: Debian's chromium + chromedriver (the HTML report's browser test)
+# and a Java runtime (Spark local mode). Tests that need one skip with a reason if it is absent.
+system:
+	@need=""; \
+	command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || need="$$need chromium-driver"; \
+	command -v java >/dev/null 2>&1 || need="$$need openjdk-17-jre-headless"; \
+	if [ -n "$$need" ]; then \
+	  echo "make: installing$$need"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$need >/dev/null) \
+	    || echo "make: could not install$$need; the tests that need them will be skipped"; \
+	fi
 
 demo: $(STAMP)
 	$(PY) -m shadowlab.cli summary $(SAMPLE)/pairs
 
-test: $(STAMP) browser
+test: $(STAMP) system
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
