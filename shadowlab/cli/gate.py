@@ -1,0 +1,121 @@
+"""``shadowlab gate LOGS --labels LABELS --out verdict.json``: run the checks, write the verdict.
+
+Exit codes: 0 PASS, 1 FAIL or INCONCLUSIVE, 2 bad usage or bad input. The verdict is written as
+an in-toto statement in a DSSE envelope, signed when a key is given (``--key FILE`` or the
+``SHADOWLAB_SIGNING_KEY`` environment variable holding the PEM text), unsigned otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from shadowlab.cli import UsageError
+from shadowlab.signing import (
+    ENV_SIGNING_KEY,
+    SigningError,
+    hash_inputs,
+    key_id,
+    load_private_key,
+    make_statement,
+    sign_statement,
+    unsigned_envelope,
+    write_envelope,
+)
+
+
+def _candidate(value: str) -> float | str:
+    if value == "calibrate":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number or 'calibrate', got {value!r}"
+        ) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "logs", nargs="+", metavar="LOGS", help="pair logs: directory, glob or files"
+    )
+    parser.add_argument("--labels", nargs="+", required=True, metavar="LABELS", help="label files")
+    parser.add_argument("--reference", metavar="REF", help="v2's offline eval scores (Parquet)")
+    parser.add_argument(
+        "--policy", metavar="TOML", help="gate policy (default: documented defaults)"
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="PATH", help="write the verdict envelope here"
+    )
+    parser.add_argument(
+        "--key",
+        metavar="KEY",
+        help=f"Ed25519 private key file (or set ${ENV_SIGNING_KEY}); without one the verdict is "
+        "written unsigned",
+    )
+    parser.add_argument("--primary-threshold", type=float, metavar="T", help="v1's threshold")
+    parser.add_argument(
+        "--candidate-threshold", type=_candidate, metavar="T|calibrate", help="v2's threshold"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the verdict as JSON instead of the table"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from shadowlab.gate import run_gate
+    from shadowlab.logs import scan_pairs
+    from shadowlab.policy import load_policy
+
+    try:
+        key = load_private_key(args.key)
+    except SigningError as exc:
+        raise UsageError(str(exc)) from exc
+    policy = load_policy(args.policy)
+    reference = args.reference or policy.reference_path()
+    # Hash first: the statement names exactly the bytes the gate was about to read.
+    subjects = hash_inputs(
+        {
+            "pairs": args.logs,
+            "labels": args.labels,
+            "reference": None if reference is None else str(reference),
+            "policy": args.policy,
+        }
+    )
+    verdict = run_gate(
+        scan_pairs(args.logs if len(args.logs) > 1 else args.logs[0]),
+        args.labels if len(args.labels) > 1 else args.labels[0],
+        reference=reference,
+        policy=policy,
+        primary_threshold=args.primary_threshold,
+        candidate_threshold=args.candidate_threshold,
+    )
+    statement = make_statement(subjects, verdict.predicate())
+    if key is None:
+        envelope = unsigned_envelope(statement)
+        signed_note = (
+            f"UNSIGNED: no key (--key or ${ENV_SIGNING_KEY}); `shadowlab verify` refuses it "
+            "without --allow-unsigned"
+        )
+    else:
+        envelope = sign_statement(statement, key)
+        signed_note = f"signed: Ed25519 key id {key_id(key.public_key())[:16]}…"
+    out = write_envelope(envelope, args.out)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "verdict": verdict.verdict,
+                    "sign": verdict.sign,
+                    "signed": key is not None,
+                    "out": str(out),
+                    "subjects": len(subjects),
+                    "predicate": statement["predicate"],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(verdict.summary())
+        print(f"wrote {out} ({len(subjects)} input files hashed); {signed_note}")
+    return 0 if verdict.verdict == "PASS" else 1

@@ -1,0 +1,996 @@
+"""The gate: every check of the shadow stage, one fail-closed verdict.
+
+:func:`run_gate` reads a week of pair logs (and labels, and v2's offline reference scores), runs
+the checks the :class:`~shadowlab.policy.GatePolicy` asks for and returns a frozen
+:class:`GateVerdict`. Each check gives a :class:`CheckResult` with a status
+
+* ``PASS`` — within the policy's limit;
+* ``WARN`` — outside the limit of a check whose severity is ``"warn"`` (reported, not fatal);
+* ``FAIL`` — outside the limit of a check whose severity is ``"fail"``;
+* ``INCONCLUSIVE`` — the check could not be computed (too little data, a missing input, an
+  analysis that is not available or raised). Fail closed: an INCONCLUSIVE check fails the gate
+  unless its policy section sets ``allow_inconclusive = true``.
+
+The verdict is ``PASS`` (sign +1) only when no check fails and no disallowed check is
+inconclusive; otherwise ``FAIL`` (a check failed) or ``INCONCLUSIVE`` (nothing failed but the
+evidence is missing), both with sign −1.
+
+The gate is deterministic: the same inputs and policy give the same predicate apart from its
+``created`` time (every random choice is seeded from ``policy.seed``; the gate's own passes are
+integer counts).
+
+Checks and the analyses they read
+---------------------------------
+==================  ==========================================================================
+enough_data         rows, days covered, labelled rows, audit rows (one counting pass)
+production_health   v2 error / null-score rates, coverage, latency p99 (vs limit and vs v1),
+                    overall and per segment (one counting pass, one latency-histogram pass)
+outputs             :func:`shadowlab.drift.compare_scores`: v2 against its reference, per day;
+                    v2 against v1 on the same requests (reported)
+trigger_parity      v2's trigger rate over v1's at the chosen thresholds, overall, per day, per
+                    segment (one counting pass); ``calibrate`` uses
+                    :func:`shadowlab.thresholds.calibrate_threshold`
+load                :func:`shadowlab.load.simulate_load`: SLA-breach share, peak backlog
+accuracy            :func:`shadowlab.thresholds.operating_point_metrics`
+feedback            :func:`shadowlab.feedback.feedback_diagnostics`
+==================  ==========================================================================
+
+References
+----------
+.. [1] N. Siddiqi, *Credit Risk Scorecards*, Wiley, 2006 (PSI rules of thumb: 0.1 / 0.25).
+.. [2] D. Sculley et al., "Hidden Technical Debt in Machine Learning Systems", NeurIPS 2015.
+.. [3] H. Lakkaraju et al., "The Selective Labels Problem", KDD 2017.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import math
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from shadowlab import schema as S
+from shadowlab.engine import Aggregation, Source, as_source
+from shadowlab.policy import GatePolicy
+
+__all__ = [
+    "CHECKS",
+    "FAIL",
+    "INCONCLUSIVE",
+    "PASS",
+    "WARN",
+    "CheckResult",
+    "GateVerdict",
+    "run_gate",
+]
+
+PASS = "PASS"
+WARN = "WARN"
+FAIL = "FAIL"
+INCONCLUSIVE = "INCONCLUSIVE"
+
+CHECKS = (
+    "enough_data",
+    "production_health",
+    "outputs",
+    "trigger_parity",
+    "load",
+    "accuracy",
+    "feedback",
+)
+"""Check names in the order they run and print (policy sections ``[checks.<name>]``)."""
+
+_DAY = "__day"
+_NULL_SEGMENT = "(null)"
+# Latency histogram: log-spaced bins of ratio 1.01, so a p99 read at a bin's upper edge is at most
+# 1% above the exact order statistic (never below: the gate errs on the side of failing).
+_LAT_RATIO = 1.01
+_LAT_FLOOR_MS = 1e-3
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+def _json_safe(value: Any) -> Any:
+    """Recursively turn numpy/polars scalars, dates, tuples and NaN into JSON-safe values."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_json_safe(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if hasattr(value, "to_dict"):
+        return _json_safe(value.to_dict())
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one check.
+
+    Attributes
+    ----------
+    name : str
+        One of :data:`CHECKS`.
+    status : {'PASS', 'WARN', 'FAIL', 'INCONCLUSIVE'}
+    value : float or None
+        The headline measured value (e.g. the worst trigger-rate ratio).
+    limit : float, list or None
+        The policy's limit for ``value`` (a ``[low, high]`` band for ratios).
+    sentence : str
+        One plain sentence: what was measured, against what, and where it went wrong.
+    details : dict
+        JSON-safe breakdown (per day, per segment, the analyses' figures).
+    severity : {'fail', 'warn'}
+    allow_inconclusive : bool
+        Whether the policy lets this check be INCONCLUSIVE without failing the gate.
+    """
+
+    name: str
+    status: str
+    value: float | None
+    limit: Any
+    sentence: str
+    details: dict = field(default_factory=dict, repr=False)
+    severity: str = "fail"
+    allow_inconclusive: bool = False
+
+    @property
+    def blocking(self) -> bool:
+        """True when this result stops the gate from passing."""
+        return self.status == FAIL or (self.status == INCONCLUSIVE and not self.allow_inconclusive)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(
+            {
+                "name": self.name,
+                "status": self.status,
+                "value": self.value,
+                "limit": self.limit,
+                "sentence": self.sentence,
+                "severity": self.severity,
+                "allow_inconclusive": self.allow_inconclusive,
+                "details": self.details,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GateVerdict:
+    """The gate's decision with everything it rests on.
+
+    Attributes
+    ----------
+    verdict : {'PASS', 'FAIL', 'INCONCLUSIVE'}
+    sign : int
+        +1 for PASS, −1 otherwise.
+    checks : tuple of CheckResult
+        In the order of :data:`CHECKS`; checks whose severity is ``"off"`` are left out and named
+        in ``skipped``.
+    thresholds : dict
+        ``primary``, ``candidate``, ``candidate_source`` (``"policy"``, ``"calibrate"``) and
+        ``inclusive``.
+    models : dict
+        Model ids seen in the logs: ``{"primary": [...], "candidate": [...]}``.
+    window : dict
+        First and last timestamp, rows, days.
+    policy : dict
+        The policy as applied (after command-line overrides).
+    shadowlab_version, created : str
+        ``created`` is the only field that differs between two runs on the same inputs.
+    skipped : tuple of str
+    """
+
+    verdict: str
+    sign: int
+    checks: tuple[CheckResult, ...]
+    thresholds: dict = field(repr=False)
+    models: dict = field(repr=False)
+    window: dict = field(repr=False)
+    policy: dict = field(repr=False)
+    shadowlab_version: str = field(repr=False)
+    created: str = field(repr=False)
+    skipped: tuple[str, ...] = field(default=(), repr=False)
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{c.name}={c.status}" for c in self.checks)
+        return f"GateVerdict({self.verdict}, sign={self.sign:+d}: {parts})"
+
+    def check(self, name: str) -> CheckResult:
+        """The result of check ``name``."""
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(
+            f"No check {name!r} in this verdict; it has {[c.name for c in self.checks]}."
+        )
+
+    def predicate(self) -> dict[str, Any]:
+        """The in-toto predicate: JSON-safe, deterministic apart from ``created``."""
+        return _json_safe(
+            {
+                "verdict": self.verdict,
+                "sign": self.sign,
+                "checks": [c.to_dict() for c in self.checks],
+                "skipped": list(self.skipped),
+                "thresholds": self.thresholds,
+                "models": self.models,
+                "window": self.window,
+                "policy": self.policy,
+                "shadowlab_version": self.shadowlab_version,
+                "created": self.created,
+            }
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.predicate()
+
+    def summary(self, width: int = 96) -> str:
+        """A one-screen table of the checks, the verdict last."""
+        t = self.thresholds
+        lines = [
+            f"shadowlab gate  {', '.join(self.models.get('primary', []))} -> "
+            f"{', '.join(self.models.get('candidate', []))}",
+            f"window {self.window.get('start', '?')} .. {self.window.get('end', '?')}  "
+            f"rows {self.window.get('rows', 0):,}  days {self.window.get('days', 0)}",
+            f"thresholds  v1 {_fmt(t.get('primary'))}  v2 {_fmt(t.get('candidate'))} "
+            f"({t.get('candidate_source')})",
+            "",
+            f"{'check':<18} {'status':<13} {'value':>10} {'limit':>14}",
+        ]
+        for c in self.checks:
+            lines.append(f"{c.name:<18} {c.status:<13} {_fmt(c.value):>10} {_fmt(c.limit):>14}")
+            wrapped = textwrap.wrap(c.sentence, width=width - 4)
+            if len(wrapped) > 3:
+                wrapped = [*wrapped[:2], wrapped[2][: width - 8] + " …"]
+            lines.extend("    " + w for w in wrapped)
+        for name in self.skipped:
+            lines.append(f"{name:<18} {'off':<13}")
+        lines.append("")
+        reason = ""
+        blocking = [c.name for c in self.checks if c.blocking]
+        if blocking:
+            reason = f"  (blocking: {', '.join(blocking)})"
+        lines.append(f"VERDICT: {self.verdict} ({self.sign:+d}){reason}")
+        return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, float):
+        if v.is_integer() and abs(v) < 1e12:
+            return f"{int(v):,}"
+        if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-3):
+            return f"{v:.3g}"
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------------------------
+# Context shared by the checks
+# --------------------------------------------------------------------------------------------
+
+
+class _Inconclusive(Exception):
+    """Raised inside a check when it cannot be computed; becomes an INCONCLUSIVE result."""
+
+
+@dataclass
+class _Context:
+    source: Source
+    labels: pl.DataFrame | None
+    reference: pl.DataFrame | None
+    policy: GatePolicy
+    segments: list[str]
+    primary_threshold: float
+    candidate_threshold: float | None = None
+    candidate_source: str = "policy"
+    calibration: Any = None
+    calibration_error: str | None = None
+    counts: pl.DataFrame | None = None  # keyed by day, segments, model ids
+    seed: int = 0
+    cache: dict = field(default_factory=dict)
+
+    def flags(self, model: str) -> pl.Expr:
+        t = self.primary_threshold if model == S.PRIMARY else self.candidate_threshold
+        col = pl.col(S.score_column(model))
+        inclusive = self.policy.thresholds.inclusive
+        return (col >= t) if inclusive else (col > t)
+
+
+def _segment_keys(segments: Sequence[str]) -> list[pl.Expr]:
+    return [pl.col(s).cast(pl.String).fill_null(_NULL_SEGMENT).alias(s) for s in segments]
+
+
+def _count_aggregation(segments: Sequence[str], label_ids: pl.DataFrame | None) -> Aggregation:
+    """One counting pass keyed by (day, segments, model ids)."""
+    keys = (_DAY, *segments, S.PRIMARY_MODEL, S.CANDIDATE_MODEL)
+    i64 = pl.Int64
+
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        frame = lf.with_columns(pl.col(S.TS).dt.date().alias(_DAY), *_segment_keys(segments))
+        if label_ids is not None:
+            frame = frame.join(label_ids.lazy(), on=S.REQUEST_ID, how="left")
+            labelled = pl.col("__labelled").fill_null(0)
+        else:
+            labelled = pl.lit(0)
+        p, c = pl.col(S.PRIMARY_SCORE), pl.col(S.CANDIDATE_SCORE)
+        both = p.is_not_null() & c.is_not_null()
+        return frame.group_by(list(keys)).agg(
+            pl.len().cast(i64).alias("rows"),
+            both.sum().cast(i64).alias("scored"),
+            pl.col(S.CANDIDATE_ERROR).is_not_null().sum().cast(i64).alias("c_error"),
+            pl.col(S.PRIMARY_ERROR).is_not_null().sum().cast(i64).alias("p_error"),
+            c.is_null().sum().cast(i64).alias("c_null"),
+            p.is_null().sum().cast(i64).alias("p_null"),
+            pl.col(S.AUDIT).fill_null(False).sum().cast(i64).alias("audit"),
+            labelled.sum().cast(i64).alias("labelled"),
+            (labelled * pl.col(S.AUDIT).fill_null(False)).sum().cast(i64).alias("audit_labelled"),
+            pl.col(S.TS).min().alias("ts_min"),
+            pl.col(S.TS).max().alias("ts_max"),
+        )
+
+    reduce = {
+        k: "sum"
+        for k in (
+            "rows",
+            "scored",
+            "c_error",
+            "p_error",
+            "c_null",
+            "p_null",
+            "audit",
+            "labelled",
+            "audit_labelled",
+        )
+    }
+    reduce.update(ts_min="min", ts_max="max")
+    return Aggregation(build=build, keys=keys, reduce=reduce)
+
+
+def _latency_aggregation(segments: Sequence[str]) -> Aggregation:
+    keys = (*segments, "__model", "__bin")
+    log_ratio = math.log(_LAT_RATIO)
+
+    def binned(col: str, model: str, lf: pl.LazyFrame) -> pl.LazyFrame:
+        lat = pl.col(col)
+        return (
+            lf.filter(lat.is_not_null() & lat.is_not_nan())
+            .with_columns(
+                *_segment_keys(segments),
+                (lat.clip(lower_bound=_LAT_FLOOR_MS).log() / log_ratio)
+                .floor()
+                .cast(pl.Int64)
+                .alias("__bin"),
+                pl.lit(model).alias("__model"),
+            )
+            .group_by(list(keys))
+            .agg(pl.len().cast(pl.Int64).alias("n"))
+        )
+
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        return pl.concat(
+            [
+                binned(S.PRIMARY_LATENCY, S.PRIMARY, lf),
+                binned(S.CANDIDATE_LATENCY, S.CANDIDATE, lf),
+            ]
+        )
+
+    return Aggregation(build=build, keys=keys, reduce={"n": "sum"})
+
+
+def _trigger_aggregation(ctx: _Context) -> Aggregation:
+    keys = (_DAY, *ctx.segments)
+    p, c = pl.col(S.PRIMARY_SCORE), pl.col(S.CANDIDATE_SCORE)
+    both = p.is_not_null() & c.is_not_null()
+    pf, cf = ctx.flags(S.PRIMARY), ctx.flags(S.CANDIDATE)
+
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        return (
+            lf.filter(both)
+            .with_columns(pl.col(S.TS).dt.date().alias(_DAY), *_segment_keys(ctx.segments))
+            .group_by(list(keys))
+            .agg(
+                pl.len().cast(pl.Int64).alias("n"),
+                pf.sum().cast(pl.Int64).alias("p_flags"),
+                cf.sum().cast(pl.Int64).alias("c_flags"),
+            )
+        )
+
+    return Aggregation(
+        build=build, keys=keys, reduce={"n": "sum", "p_flags": "sum", "c_flags": "sum"}
+    )
+
+
+def _p99(bins: np.ndarray, counts: np.ndarray, q: float = 0.99) -> float | None:
+    """Upper edge of the histogram bin holding the ``q`` order statistic (<= 1% high)."""
+    total = int(counts.sum())
+    if total == 0:
+        return None
+    order = np.argsort(bins)
+    cum = np.cumsum(counts[order])
+    k = math.ceil(q * total)  # rank of the q-quantile (inverted-CDF definition)
+    idx = int(np.searchsorted(cum, k))
+    return float(_LAT_RATIO ** (bins[order][idx] + 1))
+
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+
+
+def _result(
+    ctx: _Context,
+    name: str,
+    breached: bool,
+    value: Any,
+    limit: Any,
+    sentence: str,
+    details: dict,
+) -> CheckResult:
+    pol = ctx.policy.check_policy(name)
+    status = PASS
+    if breached:
+        status = FAIL if pol.severity == "fail" else WARN
+    return CheckResult(
+        name, status, value, limit, sentence, details, pol.severity, pol.allow_inconclusive
+    )
+
+
+def _check_enough_data(ctx: _Context) -> CheckResult:
+    pol = ctx.policy.checks.enough_data
+    counts = ctx.counts
+    rows = int(counts["rows"].sum()) if counts.height else 0
+    scored = int(counts["scored"].sum()) if counts.height else 0
+    days = int(counts.filter(pl.col("rows") > 0)[_DAY].n_unique()) if counts.height else 0
+    labelled = int(counts["labelled"].sum()) if counts.height else 0
+    audit = int(counts["audit"].sum()) if counts.height else 0
+    measured = {"scored_rows": scored, "days": days, "labelled": labelled, "audit": audit}
+    minimum = {
+        "scored_rows": pol.min_rows,
+        "days": pol.min_days,
+        "labelled": pol.min_labelled,
+        "audit": pol.min_audit,
+    }
+    if ctx.labels is None:
+        measured["labelled"] = None
+    short = [k for k in minimum if measured[k] is None or measured[k] < minimum[k]]
+    details = {"rows": rows, "measured": measured, "minimum": minimum, "short": short}
+    if short:
+        what = ", ".join(
+            f"{k} {'none (no labels given)' if measured[k] is None else format(measured[k], ',')}"
+            f" < {minimum[k]:,}"
+            for k in short
+        )
+        return CheckResult(
+            "enough_data",
+            INCONCLUSIVE,
+            float(scored),
+            float(pol.min_rows),
+            f"Too little evidence to decide: {what}.",
+            details,
+            pol.severity,
+            pol.allow_inconclusive,
+        )
+    return _result(
+        ctx,
+        "enough_data",
+        False,
+        float(scored),
+        float(pol.min_rows),
+        f"{scored:,} scored pairs over {days} days, {labelled:,} labelled, "
+        f"{audit:,} in the audit slice.",
+        details,
+    )
+
+
+def _check_production_health(ctx: _Context) -> CheckResult:
+    pol = ctx.policy.checks.production_health
+    counts = ctx.counts
+    if counts.height == 0:
+        raise _Inconclusive("the logs hold no rows")
+    lat = ctx.source.aggregate(_latency_aggregation(ctx.segments))
+    sums = ["rows", "scored", "c_error", "p_error", "c_null", "p_null"]
+
+    def measure(frame: pl.DataFrame, latf: pl.DataFrame) -> dict[str, Any]:
+        tot = {k: int(frame[k].sum()) for k in sums}
+        n = tot["rows"]
+        out: dict[str, Any] = {
+            "rows": n,
+            "error_rate": tot["c_error"] / n if n else None,
+            "null_rate": tot["c_null"] / n if n else None,
+            "coverage": tot["scored"] / n if n else None,
+            "primary_error_rate": tot["p_error"] / n if n else None,
+        }
+        for model in (S.PRIMARY, S.CANDIDATE):
+            m = latf.filter(pl.col("__model") == model) if latf.height else latf
+            out[f"{model}_latency_p99_ms"] = (
+                _p99(m["__bin"].to_numpy(), m["n"].to_numpy()) if m.height else None
+            )
+        p, c = out["primary_latency_p99_ms"], out["candidate_latency_p99_ms"]
+        out["latency_p99_ratio"] = c / p if (c is not None and p) else None
+        return out
+
+    limits = {
+        "error_rate": ("max", pol.max_error_rate),
+        "null_rate": ("max", pol.max_null_rate),
+        "coverage": ("min", pol.min_coverage),
+        "candidate_latency_p99_ms": ("max", pol.max_latency_p99_ms),
+        "latency_p99_ratio": ("max", pol.max_latency_p99_ratio),
+    }
+
+    def judge(m: dict[str, Any]) -> tuple[list[str], list[str]]:
+        bad, unknown = [], []
+        for key, (kind, lim) in limits.items():
+            v = m[key]
+            if v is None:
+                unknown.append(key)
+            elif (kind == "max" and v > lim) or (kind == "min" and v < lim):
+                bad.append(key)
+        return bad, unknown
+
+    overall = measure(counts, lat)
+    bad_all, unknown_all = judge(overall)
+    segments: dict[str, dict[str, Any]] = {}
+    failures: list[str] = [f"overall {k} {_fmt(overall[k])}" for k in bad_all]
+    for seg in ctx.segments:
+        for (value,), part in counts.group_by([seg], maintain_order=False):
+            lpart = lat.filter(pl.col(seg) == value) if lat.height else lat
+            m = measure(part, lpart)
+            judged = m["rows"] >= pol.min_segment_rows
+            bad, _unknown = judge(m) if judged else ([], [])
+            m.update(judged=judged, breaches=bad)
+            segments[f"{seg}={value}"] = m
+            failures += [f"{seg}={value} {k} {_fmt(m[k])}" for k in bad]
+    segments = dict(sorted(segments.items()))
+    details = {
+        "overall": overall,
+        "segments": segments,
+        "limits": {k: v[1] for k, v in limits.items()},
+    }
+    worst = max(
+        [overall["error_rate"] or 0.0]
+        + [s["error_rate"] or 0.0 for s in segments.values() if s["judged"]]
+    )
+    if failures:
+        return _result(
+            ctx,
+            "production_health",
+            True,
+            worst,
+            pol.max_error_rate,
+            "v2 unhealthy: "
+            + "; ".join(failures[:6])
+            + (f" (+{len(failures) - 6} more)" if len(failures) > 6 else "")
+            + ".",
+            details,
+        )
+    if unknown_all:
+        raise _Inconclusive(f"cannot compute {', '.join(unknown_all)} (no values in the logs)")
+    nseg = sum(1 for s in segments.values() if s["judged"])
+    seg_note = f" and in each of {nseg} judged segments" if ctx.segments else ""
+    return _result(
+        ctx,
+        "production_health",
+        False,
+        worst,
+        pol.max_error_rate,
+        f"v2 error rate {_pct(overall['error_rate'])}, coverage "
+        f"{_pct(overall['coverage'])}, latency p99 "
+        f"{_fmt(overall['candidate_latency_p99_ms'])} ms "
+        f"({_fmt(overall['latency_p99_ratio'])}x v1) within limits overall{seg_note}.",
+        details,
+    )
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.3g}%"
+
+
+def _ratio(c: int, p: int) -> float | None:
+    if p == 0:
+        return 1.0 if c == 0 else math.inf
+    return c / p
+
+
+def _distance(ratio: float) -> float:
+    """How far a rate ratio is from parity, symmetric in over- and under-flagging."""
+    return abs(math.log(ratio)) if 0 < ratio < math.inf else math.inf
+
+
+def _check_trigger_parity(ctx: _Context) -> CheckResult:
+    pol = ctx.policy.checks.trigger_parity
+    if ctx.candidate_threshold is None:
+        raise _Inconclusive(ctx.calibration_error or "v2's threshold could not be determined")
+    t = ctx.source.aggregate(_trigger_aggregation(ctx))
+    if t.height == 0 or int(t["n"].sum()) == 0:
+        raise _Inconclusive("no request has both scores")
+    n, pf, cf = (int(t[k].sum()) for k in ("n", "p_flags", "c_flags"))
+    overall = {"n": n, "primary_rate": pf / n, "candidate_rate": cf / n, "ratio": _ratio(cf, pf)}
+    lo, hi = pol.band
+    clo, chi = pol.cell_band
+    failures: list[str] = []
+    ratio = overall["ratio"]
+    if not lo <= ratio <= hi:
+        failures.append(
+            f"overall v2 flags {_pct(overall['candidate_rate'])} vs v1 "
+            f"{_pct(overall['primary_rate'])} (ratio {_fmt(ratio)})"
+        )
+    worst = ratio
+
+    def cells(key: str) -> dict[str, dict[str, Any]]:
+        nonlocal worst
+        out = {}
+        g = t.group_by(key).agg(pl.col("n", "p_flags", "c_flags").sum()).sort(key)
+        for row in g.iter_rows(named=True):
+            r = _ratio(row["c_flags"], row["p_flags"])
+            judged = max(row["p_flags"], row["c_flags"]) >= pol.min_flags
+            out[str(row[key])] = {
+                "n": row["n"],
+                "primary_rate": row["p_flags"] / row["n"],
+                "candidate_rate": row["c_flags"] / row["n"],
+                "primary_flags": row["p_flags"],
+                "candidate_flags": row["c_flags"],
+                "ratio": r,
+                "judged": judged,
+                "within": clo <= r <= chi,
+            }
+            if judged and _distance(r) > _distance(worst):
+                worst = r
+        return out
+
+    per_day = cells(_DAY)
+    per_segment = {seg: cells(seg) for seg in ctx.segments}
+    if pol.per_day:
+        bad = [d for d, m in per_day.items() if m["judged"] and not m["within"]]
+        if bad:
+            failures.append(
+                f"{len(bad)} of {len(per_day)} days outside [{clo}, {chi}] "
+                f"({', '.join(d + ' ' + _fmt(per_day[d]['ratio']) for d in bad[:3])})"
+            )
+    if pol.per_segment:
+        for seg, cellmap in per_segment.items():
+            bad = [v for v, m in cellmap.items() if m["judged"] and not m["within"]]
+            if bad:
+                failures.append(
+                    f"{seg} "
+                    + ", ".join(f"{v} {_fmt(cellmap[v]['ratio'])}" for v in bad[:4])
+                    + (f" (+{len(bad) - 4} more)" if len(bad) > 4 else "")
+                )
+    details = {
+        "primary_threshold": ctx.primary_threshold,
+        "candidate_threshold": ctx.candidate_threshold,
+        "candidate_source": ctx.candidate_source,
+        "overall": overall,
+        "per_day": per_day,
+        "per_segment": per_segment,
+        "band": list(pol.band),
+        "cell_band": list(pol.cell_band),
+    }
+    if ctx.calibration is not None:
+        details["calibration"] = _json_safe(ctx.calibration)
+    if failures:
+        return _result(
+            ctx,
+            "trigger_parity",
+            True,
+            worst,
+            list(pol.band),
+            "Trigger rate off: " + "; ".join(failures) + ".",
+            details,
+        )
+    return _result(
+        ctx,
+        "trigger_parity",
+        False,
+        worst,
+        list(pol.band),
+        f"v2 flags {_pct(overall['candidate_rate'])} vs v1 "
+        f"{_pct(overall['primary_rate'])} (ratio {_fmt(ratio)}); every judged day"
+        + (" and segment" if ctx.segments else "")
+        + " within the band.",
+        details,
+    )
+
+
+def _unavailable(module: str, what: str) -> Callable[[_Context], CheckResult]:
+    def check(ctx: _Context) -> CheckResult:
+        raise _Inconclusive(f"{module}.{what} is not available in this shadowlab build")
+
+    return check
+
+
+def _optional(module: str, name: str) -> Any:
+    """``module.name`` if it exists (the analyses land independently), else None."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        return None
+    return getattr(mod, name, None)
+
+
+_CHECK_FUNCTIONS: dict[str, Callable[[_Context], CheckResult]] = {
+    "enough_data": _check_enough_data,
+    "production_health": _check_production_health,
+    "outputs": _unavailable("shadowlab.drift", "compare_scores"),
+    "trigger_parity": _check_trigger_parity,
+    "load": _unavailable("shadowlab.load", "simulate_load"),
+    "accuracy": _unavailable("shadowlab.thresholds", "operating_point_metrics"),
+    "feedback": _unavailable("shadowlab.feedback", "feedback_diagnostics"),
+}
+
+
+def _run_check(name: str, ctx: _Context) -> CheckResult:
+    pol = ctx.policy.check_policy(name)
+    try:
+        return _CHECK_FUNCTIONS[name](ctx)
+    except _Inconclusive as exc:
+        why = str(exc)
+    except Exception as exc:  # fail closed: an analysis that raises cannot vouch for v2
+        why = f"the analysis raised {type(exc).__name__}: {exc}"
+    return CheckResult(
+        name,
+        INCONCLUSIVE,
+        None,
+        None,
+        f"Could not be computed: {why}.",
+        {"error": why},
+        pol.severity,
+        pol.allow_inconclusive,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _read_labels(labels: Any) -> pl.DataFrame | None:
+    if labels is None:
+        return None
+    if isinstance(labels, pl.DataFrame):
+        frame = labels
+    elif isinstance(labels, pl.LazyFrame):
+        frame = labels.collect()
+    else:
+        from shadowlab.logs import scan_labels
+
+        frame = scan_labels(labels).collect()
+    missing = [c for c in S.LABEL_SCHEMA if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"The labels lack column(s) {missing}; they have {frame.columns}. Labels need "
+            f"{list(S.LABEL_SCHEMA)}."
+        )
+    return frame
+
+
+_REFERENCE_COLUMNS = {"model": pl.String, "score": pl.Float64, "label": pl.Int8}
+
+
+def _read_reference(reference: Any) -> pl.DataFrame | None:
+    if reference is None:
+        return None
+    if isinstance(reference, pl.DataFrame):
+        frame = reference
+    elif isinstance(reference, pl.LazyFrame):
+        frame = reference.collect()
+    else:
+        path = Path(reference)
+        if not path.is_file():
+            raise FileNotFoundError(f"Reference file {str(path)!r} does not exist.")
+        frame = pl.read_parquet(path)
+    missing = [c for c in ("model", "score") if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"The reference lacks column(s) {missing}; it has {frame.columns}. A reference holds "
+            "each model's offline eval scores: columns model ('primary'/'candidate'), score, label."
+        )
+    models = set(frame["model"].unique().to_list())
+    if not models & {S.PRIMARY, S.CANDIDATE}:
+        raise ValueError(
+            f"The reference's 'model' column holds {sorted(models, key=str)}; expected 'primary' "
+            "and/or 'candidate'."
+        )
+    return frame
+
+
+def _resolve_segments(policy: GatePolicy, names: Sequence[str]) -> list[str]:
+    if policy.segments is None:
+        return ["country"] if "country" in names else []
+    missing = [s for s in policy.segments if s not in names]
+    if missing:
+        import difflib
+
+        hints = [difflib.get_close_matches(m, list(names), n=1) for m in missing]
+        hint = "".join(f" Did you mean {h[0]!r}?" for h in hints if h)
+        raise ValueError(
+            f"The policy's segments {missing} are not columns of the pair logs.{hint} "
+            f"Columns: {list(names)}."
+        )
+    return list(policy.segments)
+
+
+def _label_ids(labels: pl.DataFrame | None) -> pl.DataFrame | None:
+    if labels is None:
+        return None
+    return labels.select(pl.col(S.REQUEST_ID).unique()).with_columns(
+        pl.lit(1, dtype=pl.Int64).alias("__labelled")
+    )
+
+
+def _choose_candidate_threshold(ctx: _Context) -> None:
+    choice = ctx.policy.thresholds.candidate
+    if choice != "calibrate":
+        ctx.candidate_threshold = float(choice)
+        ctx.candidate_source = "policy"
+        return
+    ctx.candidate_source = "calibrate"
+    calibrate = _optional("shadowlab.thresholds", "calibrate_threshold")
+    if calibrate is None:
+        ctx.calibration_error = (
+            "v2's threshold is 'calibrate' but shadowlab.thresholds.calibrate_threshold is not "
+            "available"
+        )
+        return
+    try:
+        cal = calibrate(
+            ctx.source,
+            ctx.primary_threshold,
+            inclusive=ctx.policy.thresholds.inclusive,
+        )
+    except Exception as exc:  # fail closed
+        ctx.calibration_error = f"calibrate_threshold raised {type(exc).__name__}: {exc}"
+        return
+    ctx.calibration = cal
+    ctx.candidate_threshold = float(cal.threshold)
+
+
+def run_gate(
+    pairs: Any,
+    labels: Any = None,
+    *,
+    reference: Any = None,
+    policy: GatePolicy | str | Path | None = None,
+    primary_threshold: float | None = None,
+    candidate_threshold: float | str | None = None,
+    now: dt.datetime | None = None,
+) -> GateVerdict:
+    """Run every check of the policy on a shadow week and return the verdict.
+
+    Parameters
+    ----------
+    pairs : LazyFrame, DataFrame, path, glob, list or Spark DataFrame
+        The pair logs (anything :func:`shadowlab.engine.as_source` accepts).
+    labels : DataFrame, LazyFrame, path or None
+        Labels (:data:`shadowlab.schema.LABEL_SCHEMA`); without them the label-based checks are
+        INCONCLUSIVE.
+    reference : DataFrame, path or None
+        v2's (and v1's) offline eval scores, columns ``model``, ``score``, ``label``; defaults to
+        the policy's ``reference``. Without one the ``outputs`` check is INCONCLUSIVE.
+    policy : GatePolicy, path or None
+        The policy; ``None`` uses the documented defaults (:class:`~shadowlab.policy.GatePolicy`).
+    primary_threshold, candidate_threshold : float, 'calibrate' or None
+        Override the policy's ``[thresholds]`` (the command line's ``--*-threshold``).
+    now : datetime, optional
+        The ``created`` time (default: now, UTC); the only non-deterministic field.
+
+    Returns
+    -------
+    GateVerdict
+
+    Raises
+    ------
+    ValueError
+        When v1's threshold is given nowhere, a policy segment is not a column, or an input lacks
+        a required column (bad input, exit code 2 in the CLI).
+    """
+    from shadowlab import __version__
+    from shadowlab.policy import load_policy
+
+    if policy is None or isinstance(policy, str | Path):
+        policy = load_policy(policy)
+    elif not isinstance(policy, GatePolicy):
+        raise ValueError(
+            "The 'policy' parameter of run_gate must be a GatePolicy, a path or None. "
+            f"Got {type(policy).__name__} instead."
+        )
+    if candidate_threshold is not None and candidate_threshold != "calibrate":
+        candidate_threshold = float(candidate_threshold)
+    policy = policy.with_thresholds(primary=primary_threshold, candidate=candidate_threshold)
+    if policy.thresholds.primary is None:
+        raise ValueError(
+            "v1's production threshold is missing: set [thresholds] primary in the policy or pass "
+            "--primary-threshold."
+        )
+    source = as_source(pairs)
+    names = list(source.collect_schema().keys())
+    missing = [c for c in S.PAIR_SCHEMA if c not in names]
+    if missing:
+        raise ValueError(f"The pair logs lack column(s) {missing}; they have {names}.")
+    labels_frame = _read_labels(labels)
+    if reference is None:
+        reference = policy.reference_path()
+    reference_frame = _read_reference(reference)
+    segments = _resolve_segments(policy, names)
+    ctx = _Context(
+        source=source,
+        labels=labels_frame,
+        reference=reference_frame,
+        policy=policy,
+        segments=segments,
+        primary_threshold=float(policy.thresholds.primary),
+        seed=policy.seed,
+    )
+    ctx.counts = source.aggregate(_count_aggregation(segments, _label_ids(labels_frame)))
+    _choose_candidate_threshold(ctx)
+    results, skipped = [], []
+    for name in CHECKS:
+        if ctx.policy.check_policy(name).severity == "off":
+            skipped.append(name)
+            continue
+        results.append(_run_check(name, ctx))
+    if any(r.status == FAIL for r in results):
+        verdict = FAIL
+    elif any(r.blocking for r in results):
+        verdict = INCONCLUSIVE
+    else:
+        verdict = PASS
+    counts = ctx.counts
+    models = {
+        S.PRIMARY: sorted(counts[S.PRIMARY_MODEL].drop_nulls().unique().to_list())
+        if counts.height
+        else [],
+        S.CANDIDATE: sorted(counts[S.CANDIDATE_MODEL].drop_nulls().unique().to_list())
+        if counts.height
+        else [],
+    }
+    window = {
+        "start": counts["ts_min"].min() if counts.height else None,
+        "end": counts["ts_max"].max() if counts.height else None,
+        "rows": int(counts["rows"].sum()) if counts.height else 0,
+        "days": int(counts[_DAY].n_unique()) if counts.height else 0,
+        "segments": segments,
+    }
+    created = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat(timespec="seconds")
+    return GateVerdict(
+        verdict=verdict,
+        sign=1 if verdict == PASS else -1,
+        checks=tuple(results),
+        thresholds={
+            "primary": ctx.primary_threshold,
+            "candidate": ctx.candidate_threshold,
+            "candidate_source": ctx.candidate_source,
+            "inclusive": policy.thresholds.inclusive,
+        },
+        models=models,
+        window=_json_safe(window),
+        policy=policy.to_dict(),
+        shadowlab_version=__version__,
+        created=created,
+        skipped=tuple(skipped),
+    )
