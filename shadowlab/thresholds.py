@@ -485,6 +485,8 @@ def _select(
                 return float(np.nextafter(vmax_all, np.inf))
             if which == "above":
                 return float(s_k)  # type: ignore[arg-type]
+            if s_f1 is None:  # f == n: every pair, the minimum
+                return vmin_all
             # the a_below-th largest is the smallest value strictly above s_{f+1}
             nxt = cells.next_above(g, s_f1)  # type: ignore[arg-type]
             return float(nxt)  # type: ignore[arg-type]
@@ -492,7 +494,9 @@ def _select(
             return float(np.nextafter(vmin_all, -np.inf))
         if which == "below":
             return float(s_f1)  # type: ignore[arg-type]
-        nxt = cells.next_below(g, s_k)  # type: ignore[arg-type]
+        if s_k is None:  # k == 0: nothing flagged, the maximum
+            return vmax_all
+        nxt = cells.next_below(g, s_k)
         return float(nxt) if nxt is not None else float(np.nextafter(vmin_all, -np.inf))
 
     t_below = threshold_for(a_below, "below")

@@ -1,0 +1,303 @@
+"""calibrate_threshold against a brute force over every candidate threshold, numpy.quantile,
+scipy's binomial/Wilson references and direct counts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+from conftest import make_pairs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from shadowlab import thresholds as T
+from shadowlab.thresholds import Capacity, calibrate_threshold, wilson_interval
+
+
+def brute_force(c: np.ndarray, m: float, side: str, inclusive: bool) -> tuple[float, int]:
+    """Try every observed score (and the two out-of-range thresholds) as the threshold."""
+    distinct = np.unique(c)
+    if inclusive:
+        cands = [*distinct.tolist(), float(np.nextafter(c.max(), np.inf))]
+        counts = [int(np.sum(c >= t)) for t in cands]
+    else:
+        cands = [float(np.nextafter(c.min(), -np.inf)), *distinct.tolist()]
+        counts = [int(np.sum(c > t)) for t in cands]
+    below = max(a for a in counts if a <= m)
+    above = min(a for a in counts if a >= m)
+    if side == "at_most":
+        a = below
+    elif side == "at_least":
+        a = above
+    else:
+        a = above if (above - m) < (m - below) else below
+    return cands[counts.index(a)], a
+
+
+def test_brute_force_with_ties_every_side_and_rule(rng):
+    for trial in range(6):
+        n = int(rng.integers(5, 60))
+        c = np.round(rng.uniform(0, 1, n), 1)  # heavy ties
+        p = rng.uniform(0, 1, n)
+        df = make_pairs(p, c)
+        for inclusive in (True, False):
+            for side in ("nearest", "at_most", "at_least"):
+                rate = float(rng.uniform(0, 1))
+                res = calibrate_threshold(df, 0.5, target=rate, side=side, inclusive=inclusive)
+                t, a = brute_force(c, rate * n, side, inclusive)
+                assert res.threshold == t, (trial, side, inclusive, rate)
+                assert res.candidate_count == a
+                flagged = np.sum(c >= res.threshold) if inclusive else np.sum(c > res.threshold)
+                assert flagged == a
+                assert res.rate_below * n <= rate * n + 1e-9 <= res.rate_above * n + 2e-9
+
+
+def test_match_target_brute_force(rng):
+    n = 300
+    p = rng.uniform(0, 1, n)
+    c = np.round(p**1.5 + rng.normal(0, 0.05, n), 2)
+    res = calibrate_threshold(make_pairs(p, c), 0.8)
+    k1 = int(np.sum(p >= 0.8))
+    assert res.primary_count == k1
+    t, a = brute_force(c, k1, "nearest", True)
+    assert (res.threshold, res.candidate_count) == (t, a)
+    # naive rate: v2 at v1's threshold, counted directly
+    assert res.naive_candidate_rate == np.sum(c >= 0.8) / n
+    assert res.naive_ratio == pytest.approx(np.sum(c >= 0.8) / k1)
+
+
+def test_all_equal_scores():
+    c = np.full(10, 0.7)
+    df = make_pairs(np.linspace(0, 1, 10), c)
+    res = calibrate_threshold(df, 0.5, target=0.3)  # achievable: 0 or 10 -> nearest is 0
+    assert res.candidate_count == 0
+    assert res.threshold == np.nextafter(0.7, 1.0)
+    assert (res.rate_below, res.rate_above) == (0.0, 1.0)
+    assert res.threshold_above == 0.7
+    res = calibrate_threshold(df, 0.5, target=0.6)
+    assert res.candidate_count == 10 and res.threshold == 0.7
+    res = calibrate_threshold(df, 0.5, target=0.5)  # equidistant: the lower rate wins
+    assert res.candidate_count == 0
+    # a tied bin is resolved from min/max: nothing pulled
+    assert res.passes[1]["rows_moved"] == 0
+
+
+def test_target_zero_and_one(rng):
+    c = rng.uniform(0, 1, 50)
+    df = make_pairs(rng.uniform(0, 1, 50), c)
+    zero = calibrate_threshold(df, 0.5, target=0.0)
+    assert zero.candidate_count == 0 and zero.threshold == np.nextafter(c.max(), np.inf)
+    assert any("next float above the maximum" in note for note in zero.notes)
+    one = calibrate_threshold(df, 0.5, target=1.0)
+    assert one.candidate_count == 50 and one.threshold == c.min()
+    one_ex = calibrate_threshold(df, 0.5, target=1.0, inclusive=False)
+    assert one_ex.candidate_count == 50 and one_ex.threshold == np.nextafter(c.min(), -np.inf)
+    zero_ex = calibrate_threshold(df, 0.5, target=0.0, inclusive=False)
+    assert zero_ex.candidate_count == 0 and zero_ex.threshold == c.max()
+
+
+def test_failed_scores_are_excluded_and_counted(rng):
+    p = rng.uniform(0, 1, 40)
+    c = rng.uniform(0, 1, 40)
+    p[[1, 2]] = np.nan
+    c[[2, 5, 9]] = np.nan
+    res = calibrate_threshold(make_pairs(p, c), 0.5)
+    ok = ~np.isnan(p) & ~np.isnan(c)
+    assert (res.n_rows, res.n_pairs, res.n_excluded) == (40, 36, 4)
+    assert (res.n_primary_failed, res.n_candidate_failed) == (2, 3)
+    assert res.primary_count == np.sum(p[ok] >= 0.5)
+    assert res.threshold == brute_force(c[ok], res.primary_count, "nearest", True)[0]
+
+
+def test_quantile_parity_on_large_data_with_zoom(monkeypatch):
+    rng = np.random.default_rng(7)
+    n = 400_000
+    p = rng.beta(0.6, 6, n)
+    c = rng.normal(-6, 2, n)  # logit-like: mostly outside [0, 1], lands in the under/overflow bins
+    df = pl.DataFrame(
+        {"ts": np.zeros(n, "datetime64[us]"), "primary_score": p, "candidate_score": c}
+    )
+    df = df.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+    monkeypatch.setattr(T, "_MAX_PULL", 20_000)
+    res = calibrate_threshold(df, 0.3)
+    k = int(np.sum(p >= 0.3))
+    # the k-th largest score: numpy's 'higher' quantile at (n - k) / (n - 1) is sorted[n - k]
+    expect = np.quantile(c, (n - k) / (n - 1), method="higher")
+    assert expect == np.sort(c)[n - k]
+    assert res.threshold == expect  # continuous scores: every count is achievable
+    assert res.candidate_count == k
+    kinds = [pp["kind"] for pp in res.passes]
+    assert "zoom histogram" in kinds
+    pulled = next(pp["rows_moved"] for pp in res.passes if pp["kind"] == "refinement pull")
+    assert 0 < pulled <= 4 * 20_000  # only the critical cells travel, not the week
+    # CI bounds are the order statistics at the binomial ranks (Conover 1999, sec. 3.2)
+    lo, hi = res.threshold_ci_ranks
+    srt = np.sort(c)
+    assert res.threshold_ci == (srt[lo - 1], srt[hi - 1])
+
+
+def test_quantile_parity_in_unit_interval(rng):
+    n = 200_000
+    p = rng.beta(0.5, 8, n)
+    c = np.clip(p + rng.normal(0, 0.03, n), 0, 1)
+    df = pl.DataFrame(
+        {"ts": np.zeros(n, "datetime64[us]"), "primary_score": p, "candidate_score": c}
+    )
+    df = df.with_columns(pl.col("ts").dt.replace_time_zone("UTC"))
+    for rate in (0.001, 0.02, 0.25):
+        res = calibrate_threshold(df, 0.5, target=rate)
+        k = round(rate * n)
+        assert res.threshold == np.quantile(c, (n - k) / (n - 1), method="higher")
+        pulled = sum(pp["rows_moved"] for pp in res.passes if "pull" in pp["kind"])
+        assert pulled < n / 50
+
+
+def test_threshold_ci_coverage_ranks():
+    # P(l <= B <= u - 1) >= confidence with B ~ Binomial(n, q): the interval's definition.
+    for n, q in [(100, 0.9), (1000, 0.97), (37, 0.5)]:
+        lo, hi = T._order_statistic_ranks(n, q, 0.95)
+        cover = stats.binom.cdf(hi - 1, n, q) - stats.binom.cdf(lo - 1, n, q)
+        assert cover >= 0.95
+        # and it is the shortest such from the ppf construction: shrinking either end loses it
+        assert stats.binom.cdf(hi - 2, n, q) - stats.binom.cdf(lo - 1, n, q) < 0.975 + 1e-12
+    # n=100, q=0.9: ranks 84 and 96 (tabulated in Conover 1999, Table A3 gives 84/96 for 0.95)
+    assert T._order_statistic_ranks(100, 0.9, 0.95) == (84, 96)
+
+
+def test_wilson_matches_scipy():
+    for k, n in [(0, 10), (3, 10), (50, 1000), (10, 10)]:
+        ref = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+        got = wilson_interval(k, n, 0.95)
+        assert got == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_stability_agreement_and_segments(rng):
+    n = 7 * 24 * 10
+    seconds = np.arange(n) * (7 * 86400 / n)
+    p = rng.uniform(0, 1, n)
+    c = np.where(seconds < 86400, p * 1.1, p * 0.97)  # day 1 runs hot
+    country = rng.choice(["US", "DE", "FR"], n).tolist()
+    df = make_pairs(p, c, seconds=seconds, country=country)
+    res = calibrate_threshold(df, 0.8, by="country")
+    t = res.threshold
+    v1, v2 = p >= 0.8, c >= t
+    assert res.agreement == {
+        "both": int(np.sum(v1 & v2)),
+        "primary_only": int(np.sum(v1 & ~v2)),
+        "candidate_only": int(np.sum(~v1 & v2)),
+        "neither": int(np.sum(~v1 & ~v2)),
+    }
+    day = (seconds // 86400).astype(int)
+    expect = [np.sum(v2[day == d]) / np.sum(v1[day == d]) - 1 for d in range(7)]
+    assert res.by_day["rel_deviation"].to_list() == pytest.approx(expect)
+    assert res.max_daily_rel_deviation == pytest.approx(max(abs(e) for e in expect))
+    assert res.by_day["rel_deviation"][0] > 0.1  # the hot day is visible
+    hour = ((seconds % 86400) // 3600).astype(int)
+    assert res.by_hour["candidate_rate"].to_list() == pytest.approx(
+        [np.mean(v2[hour == h]) for h in range(24)]
+    )
+    seg = res.segments.sort("country")
+    arr = np.array(country)
+    for row in seg.iter_rows(named=True):
+        m = arr == row["country"]
+        assert row["primary_rate"] == pytest.approx(np.mean(v1[m]))
+        assert row["candidate_rate"] == pytest.approx(np.mean(v2[m]))
+        assert row["ratio"] == pytest.approx(np.mean(v2[m]) / np.mean(v1[m]))
+
+
+def test_per_segment_thresholds_and_empty_segment(rng):
+    n = 120
+    p = rng.uniform(0, 1, n)
+    c = np.round(rng.uniform(0, 1, n), 2)
+    country = np.array(["US"] * 50 + ["DE"] * 60 + ["XX"] * 10)
+    c[country == "XX"] = np.nan  # a segment where every candidate score failed
+    df = make_pairs(p, c, country=country.tolist())
+    res = calibrate_threshold(df, 0.7, by=["country"], per_segment=True)
+    seg = {r["country"]: r for r in res.segments.iter_rows(named=True)}
+    for name in ("US", "DE"):
+        m = country == name
+        t, a = brute_force(c[m], int(np.sum(p[m] >= 0.7)), "nearest", True)
+        assert seg[name]["segment_threshold"] == t
+        assert seg[name]["segment_rate"] == a / m.sum()
+    assert seg["XX"]["pairs"] == 0 and seg["XX"]["excluded"] == 10
+    assert math.isnan(seg["XX"]["primary_rate"]) and seg["XX"]["segment_threshold"] is None
+    assert any("no valid pair" in note for note in res.notes)
+    json.dumps(res.to_dict())  # JSON-safe with NaN rates
+
+
+def test_capacity_target(rng):
+    n = 700  # 100 per day over 7 days
+    c = rng.uniform(0, 1, n)
+    df = make_pairs(rng.uniform(0, 1, n), c)
+    res = calibrate_threshold(df, 0.9, target=Capacity(per_day=5))
+    assert res.target_rate == pytest.approx(5 / 100)
+    assert res.candidate_count == 35 and res.threshold == np.sort(c)[::-1][34]
+    with pytest.raises(ValueError, match="exceeds the logged volume"):
+        calibrate_threshold(df, 0.9, target=Capacity(per_day=101))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    scores=st.lists(
+        st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.9, 1.0, 1.5]), min_size=1, max_size=30
+    ),
+    rate=st.floats(0.0, 1.0),
+    inclusive=st.booleans(),
+)
+def test_property_achieved_rate_is_closest_achievable(scores, rate, inclusive):
+    c = np.array(scores)
+    n = c.size
+    res = calibrate_threshold(make_pairs(np.zeros(n), c), 0.5, target=rate, inclusive=inclusive)
+    achievable = {0, *[int(np.sum(c >= v)) for v in c]}
+    best = min(abs(a - rate * n) for a in achievable)
+    assert abs(res.candidate_count - rate * n) == pytest.approx(best, abs=1e-9)
+    flagged = np.sum(c >= res.threshold) if inclusive else np.sum(c > res.threshold)
+    assert flagged == res.candidate_count
+    assert res.rate_below <= res.candidate_rate <= res.rate_above
+
+
+def test_repr_and_to_dict(rng):
+    res = calibrate_threshold(make_pairs(rng.uniform(0, 1, 50), rng.uniform(0, 1, 50)), 0.5)
+    text = repr(res)
+    assert "ThresholdCalibration(threshold=" in text and "naive v2 rate" in text
+    d = json.loads(json.dumps(res.to_dict()))
+    assert d["threshold"] == res.threshold and len(d["by_day"]) == 7
+    assert [p["kind"] for p in d["passes"]][0] == "histogram"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"primary_threshold": "x"}, "The 'primary_threshold' parameter of calibrate_threshold"),
+        ({"target": 1.5}, "The 'target' parameter of calibrate_threshold must be"),
+        ({"target": "same"}, "The 'target' parameter of calibrate_threshold must be"),
+        ({"side": "up"}, "The 'side' parameter of calibrate_threshold must be a str among"),
+        ({"inclusive": 1}, "The 'inclusive' parameter of calibrate_threshold must be a bool"),
+        ({"confidence": 1.0}, "The 'confidence' parameter of calibrate_threshold must be"),
+        ({"by": 3}, "The 'by' parameter of calibrate_threshold must be"),
+        ({"per_segment": True}, "The 'per_segment' parameter of calibrate_threshold needs 'by'"),
+        ({"per_segment": "yes"}, "The 'per_segment' parameter of calibrate_threshold must be"),
+    ],
+)
+def test_parameter_errors(kwargs, message):
+    df = make_pairs([0.1, 0.2], [0.3, 0.4])
+    args = {"primary_threshold": 0.5, **kwargs}
+    t1 = args.pop("primary_threshold")
+    with pytest.raises(ValueError, match=message):
+        calibrate_threshold(df, t1, **args)
+
+
+def test_data_errors():
+    with pytest.raises(ValueError, match="no column 'contry'.*Did you mean 'country'"):
+        calibrate_threshold(make_pairs([0.1], [0.2], country=["US"]), 0.5, by="contry")
+    with pytest.raises(ValueError, match="no row where both scores are finite"):
+        calibrate_threshold(make_pairs([np.nan], [0.2]), 0.5)
+    with pytest.raises(ValueError, match="Input pairs is empty"):
+        calibrate_threshold(make_pairs([], []), 0.5)
+    with pytest.raises(ValueError, match="The 'per_day' parameter of Capacity"):
+        Capacity(per_day=-1)
