@@ -267,7 +267,7 @@ def test_repr_and_to_dict(rng):
     assert "ThresholdCalibration(threshold=" in text and "naive v2 rate" in text
     d = json.loads(json.dumps(res.to_dict()))
     assert d["threshold"] == res.threshold and len(d["by_day"]) == 7
-    assert [p["kind"] for p in d["passes"]][0] == "histogram"
+    assert d["passes"][0]["kind"] == "histogram"
 
 
 @pytest.mark.parametrize(
@@ -293,7 +293,7 @@ def test_parameter_errors(kwargs, message):
 
 
 def test_data_errors():
-    with pytest.raises(ValueError, match="no column 'contry'.*Did you mean 'country'"):
+    with pytest.raises(ValueError, match=r"no column 'contry'.*Did you mean 'country'"):
         calibrate_threshold(make_pairs([0.1], [0.2], country=["US"]), 0.5, by="contry")
     with pytest.raises(ValueError, match="no row where both scores are finite"):
         calibrate_threshold(make_pairs([np.nan], [0.2]), 0.5)
