@@ -1506,4 +1506,584 @@ def wasserstein_distance(
         run.pull(needs)
     w, bound = _w_finish(plan, run, s1, s2)
     return WassersteinResult(w, plan.n1, plan.n2, bound, run.passes, run.rows_pulled)
-class ScoreSketch: pass
+
+
+# --------------------------------------------------------------------------------------------
+# a stored reference: fine histogram + exact quantiles
+# --------------------------------------------------------------------------------------------
+
+_SKETCH_LEVELS: tuple[float, ...] = tuple(k / 1000 for k in range(1, 1000))
+_SKETCH_META = b"shadowlab.score_sketch"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ScoreSketch:
+    """A reference score distribution kept as a summary instead of raw scores.
+
+    Holds the fine histogram (``2**16`` bins over the reference's [min, max]: count, sum of offsets,
+    min and max per bin) and the exact quantiles at every level ``k/1000`` with the number of
+    values strictly below each. Saved as one small Parquet file (:meth:`save` / :meth:`load`), so a
+    team need not keep its evaluation set.
+
+    What it gives exactly: quantiles at levels ``k/1000`` (so the quantile table and PSI with a bin
+    count dividing 1000), counts and the Wasserstein integral where the ECDFs cannot cross.
+    What it bounds: the KS statistic and Wasserstein inside crossing bins, reported with an error
+    bound (values inside a bin are not kept).
+
+    Attributes
+    ----------
+    grid : tuple (lo, hi, bins)
+    bins : polars.DataFrame
+        ``bin``, ``n``, ``s``, ``mn``, ``mx`` of non-empty bins.
+    levels, quantiles, below : tuple of float / int
+    n, n_missing : int
+    model : str or None
+        Which model's scores (``'primary'``/``'candidate'``) when known.
+    """
+
+    grid: tuple[float, float, int]
+    bins: pl.DataFrame
+    levels: tuple[float, ...]
+    quantiles: tuple[float, ...]
+    below: tuple[int, ...]
+    n: int
+    n_missing: int
+    model: str | None = None
+
+    def __repr__(self) -> str:
+        lo, hi, b = self.grid
+        return (
+            f"ScoreSketch(model={self.model!r}, n={self.n}, missing={self.n_missing}, "
+            f"range=[{lo:.6g}, {hi:.6g}], bins={b}, non_empty_bins={self.bins.height})"
+        )
+
+    @classmethod
+    def from_scores(
+        cls, scores: Any, *, data: Any = None, model: str | None = None
+    ) -> ScoreSketch:
+        """Summarise ``scores`` (array, Series, or a column of ``data``) in three passes."""
+        run = _Run("ScoreSketch.from_scores", None)
+        s = run.add(scores, "scores", data)
+        if s.src < 0:
+            return scores
+        run.measure()
+        run.require_nonempty(s, "scores")
+        run.histogram()
+        h = run.hist(s)
+        run.pull({s: _quantile_needs(h, _SKETCH_LEVELS)})
+        qs = _quantiles(run, s, _SKETCH_LEVELS)
+        # counts below each quantile value: its bin is one of the pulled (or constant) bins
+        run.pull({s: _cut_bins(run, np.asarray(qs))})
+        below = _count_below(run, s, h, np.asarray(qs))
+        assert run.grid is not None
+        frame = pl.DataFrame({"bin": h.bin, "n": h.n, "s": h.s, "mn": h.mn, "mx": h.mx})
+        return cls(
+            (run.grid.lo, run.grid.hi, run.grid.bins),
+            frame,
+            _SKETCH_LEVELS,
+            tuple(qs),
+            tuple(int(b) for b in below),
+            h.total,
+            h.missing,
+            model,
+        )
+
+    def _hist(self) -> _Hist:
+        return _Hist.from_frame(self.bins, self.n_missing)
+
+    def _level(self, q: float) -> int:
+        i = int(round(q * 1000))
+        if not (1 <= i <= 999) or abs(q * 1000 - i) > 1e-9:
+            raise ValueError(
+                f"A ScoreSketch keeps exact quantiles at levels k/1000 only; level {q!r} is not "
+                "one. Pass raw reference scores for other levels or bin counts."
+            )
+        return i - 1
+
+    def quantile(self, q: float) -> float:
+        """Exact quantile (numpy 'linear') at a stored level ``k/1000``."""
+        return self.quantiles[self._level(q)]
+
+    def psi_cuts(self, bins: int) -> np.ndarray:
+        """PSI quantile cut points for ``bins`` bins (``bins`` must divide 1000)."""
+        if 1000 % bins:
+            raise ValueError(
+                f"A ScoreSketch reference supports PSI bin counts that divide 1000; got {bins}. "
+                "Pass raw reference scores for other bin counts."
+            )
+        return np.unique(np.asarray([self.quantile(i / bins) for i in range(1, bins)]))
+
+    def count_below(self, cuts: np.ndarray) -> np.ndarray:
+        """Exact number of reference values strictly below each cut (a stored quantile value)."""
+        q = np.asarray(self.quantiles)
+        out = np.zeros(len(cuts), np.int64)
+        for i, c in enumerate(cuts):
+            hit = np.flatnonzero(q == c)
+            if len(hit) == 0:
+                raise ValueError(f"ScoreSketch: {c!r} is not a stored quantile value.")
+            out[i] = self.below[hit[0]]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(
+            {
+                "model": self.model,
+                "n": self.n,
+                "n_missing": self.n_missing,
+                "grid": list(self.grid),
+                "non_empty_bins": self.bins.height,
+            }
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the sketch as one Parquet file (bins as rows, the rest in key-value metadata)."""
+        import pyarrow.parquet as pq
+
+        meta = {
+            "version": 1,
+            "grid": list(self.grid),
+            "levels": list(self.levels),
+            "quantiles": list(self.quantiles),
+            "below": list(self.below),
+            "n": self.n,
+            "n_missing": self.n_missing,
+            "model": self.model,
+        }
+        table = self.bins.to_arrow()
+        table = table.replace_schema_metadata({_SKETCH_META: json.dumps(meta).encode()})
+        path = Path(path)
+        pq.write_table(table, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScoreSketch:
+        """Read a sketch written by :meth:`save`."""
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(_SKETCH_META)
+        if raw is None:
+            raise ValueError(
+                f"{path} is not a ScoreSketch file (no {_SKETCH_META.decode()} metadata); "
+                "write one with ScoreSketch.from_scores(...).save(path)."
+            )
+        meta = json.loads(raw)
+        frame = pl.from_arrow(table.replace_schema_metadata(None))
+        assert isinstance(frame, pl.DataFrame)
+        lo, hi, b = meta["grid"]
+        return cls(
+            (float(lo), float(hi), int(b)),
+            frame,
+            tuple(meta["levels"]),
+            tuple(meta["quantiles"]),
+            tuple(meta["below"]),
+            int(meta["n"]),
+            int(meta["n_missing"]),
+            meta.get("model"),
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# paired view: rank correlation and discordant pairs from a mergeable rank-cell cross-tab
+# --------------------------------------------------------------------------------------------
+
+RANK_CELLS: int = 256
+"""Rank cells per score in the paired cross-tab (pass 4 of :func:`compare_scores`)."""
+
+
+def _rank_cell_map(hists: Sequence[_Hist], cells: int) -> tuple[list[int], list[int]]:
+    """Fine bin -> rank cell (by the pooled marginal's mid-rank), a monotone map."""
+    if not hists:
+        return [], []
+    bins = np.concatenate([h.bin for h in hists])
+    n = np.concatenate([h.n for h in hists])
+    ub, inv = np.unique(bins, return_inverse=True)
+    tot = np.bincount(inv, weights=n)
+    cum = np.cumsum(tot)
+    mid = cum - tot / 2
+    cell = np.minimum((mid / cum[-1] * cells).astype(np.int64), cells - 1)
+    return ub.tolist(), cell.tolist()
+
+
+def _paired_stats(table: pl.DataFrame, cells: int) -> tuple[float, float, float, float]:
+    """(spearman, discordant share estimate, lower, upper) from a (cp, cc, n) cross-tab."""
+    m = np.zeros((cells, cells))
+    m[table["cp"].to_numpy(), table["cc"].to_numpy()] = table["n"].to_numpy()
+    n = m.sum()
+    if n < 2:
+        return math.nan, math.nan, math.nan, math.nan
+    r, c = m.sum(1), m.sum(0)
+    rr = np.cumsum(r) - r + (r + 1) / 2  # mid-ranks of the cells
+    cr = np.cumsum(c) - c + (c + 1) / 2
+    mean = (n + 1) / 2
+    cov = np.sum(m * np.outer(rr - mean, cr - mean))
+    vr, vc = np.sum(r * (rr - mean) ** 2), np.sum(c * (cr - mean) ** 2)
+    rho = cov / math.sqrt(vr * vc) if vr > 0 and vc > 0 else math.nan
+    below = np.vstack([m[::-1].cumsum(0)[::-1][1:], np.zeros((1, cells))])  # rows strictly after
+    left = np.hstack([np.zeros((cells, 1)), below.cumsum(1)[:, :-1]])  # cols strictly before
+    disc = float(np.sum(m * left))
+    tied = float(np.sum(r * (r - 1)) / 2 + np.sum(c * (c - 1)) / 2 - np.sum(m * (m - 1)) / 2)
+    pairs = n * (n - 1) / 2
+    return float(rho), (disc + tied / 2) / pairs, disc / pairs, (disc + tied) / pairs
+
+
+# --------------------------------------------------------------------------------------------
+# compare_scores: every comparison on a week of pair logs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DistributionComparison:
+    """Score-distribution comparisons of a shadow week, per window (and segment).
+
+    Attributes
+    ----------
+    table : polars.DataFrame
+        One row per (window, segment, comparison, model). ``comparison`` is
+        ``'candidate_vs_primary'`` (paired: the two scores of the same requests),
+        ``'vs_reference'`` (a model in production against its offline reference scores) or
+        ``'vs_first_window'`` (a model's window against its first window). Effect sizes first —
+        ``ks_statistic`` (with ``ks_statistic_error_bound``), ``psi``, ``wasserstein``,
+        ``jensen_shannon``, and for the paired rows ``spearman`` and ``discordant_share`` (with
+        lower/upper bounds) — then ``ks_pvalue`` and ``pvalue_valid`` (False for paired rows).
+    quantiles : polars.DataFrame
+        ``window`` (null for the reference), segment columns, ``model``, ``quantile``, ``value``.
+    every, by : window length and segment columns
+    passes, rows_pulled : int
+        Passes over the logs and rows moved by the refinement pull.
+    """
+
+    table: pl.DataFrame
+    quantiles: pl.DataFrame
+    every: str | None
+    by: tuple[str, ...]
+    passes: int
+    rows_pulled: int
+    notes: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        worst = self.table.sort("ks_statistic", descending=True).head(1)
+        top = ""
+        if worst.height:
+            row = worst.row(0, named=True)
+            top = (
+                f", max KS D={row['ks_statistic']:.4g} ({row['comparison']}, {row['model']}, "
+                f"window {row['window']})"
+            )
+        return (
+            f"DistributionComparison(rows={self.table.height}, every={self.every!r}, "
+            f"by={list(self.by)}, passes={self.passes}, rows_pulled={self.rows_pulled}{top})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(
+            {
+                "every": self.every,
+                "by": list(self.by),
+                "passes": self.passes,
+                "rows_pulled": self.rows_pulled,
+                "notes": list(self.notes),
+                "table": self.table,
+                "quantiles": self.quantiles,
+            }
+        )
+
+
+def _reference_inputs(run: _Run, reference: Any) -> dict[str, _Sample]:
+    """model -> reference sample, from a path, an array/Series/sketch (candidate) or a mapping."""
+    func = run.func
+    if reference is None:
+        return {}
+    if isinstance(reference, str | Path):
+        path = Path(reference)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Reference file {str(path)!r} of {func} does not exist; pass the path of a "
+                "reference.parquet with columns 'model' and 'score', or the scores themselves."
+            )
+        if path.suffix == ".parquet":
+            try:
+                return {S.CANDIDATE: run.add(ScoreSketch.load(path), "reference", None)}
+            except ValueError:
+                pass
+        lf = pl.scan_parquet(path)
+        names = lf.collect_schema().names()
+        for col in ("model", "score"):
+            _check_column(col, names, "reference", func)
+        inp = _Input(
+            PolarsSource(lf.select("model", pl.col("score").cast(pl.Float64))),
+            ["score"],
+            [("model", pl.col("model"))],
+            ["model"],
+        )
+        idx = run.add_input(inp)
+        return {m: _Sample(idx, "score", (m,), f"reference[{m}]") for m in (S.PRIMARY, S.CANDIDATE)}
+    if isinstance(reference, Mapping):
+        out = {}
+        for m, v in reference.items():
+            if m not in (S.PRIMARY, S.CANDIDATE):
+                raise ValueError(
+                    f"The keys of 'reference' of {func} must be 'primary' or 'candidate'. "
+                    f"Got {m!r} instead."
+                )
+            out[m] = run.add(v, f"reference[{m}]", None)
+        return out
+    model = reference.model if isinstance(reference, ScoreSketch) and reference.model else None
+    return {model or S.CANDIDATE: run.add(reference, "reference", None)}
+
+
+def compare_scores(
+    pairs: Any,
+    *,
+    reference: Any = None,
+    every: str | None = "1d",
+    by: str | Sequence[str] | None = None,
+    bins: int = 10,
+    max_pull_rows: int | None = None,
+) -> DistributionComparison:
+    """Compare score distributions on shadow pair logs: v2 vs v1, vs reference, vs first window.
+
+    Parameters
+    ----------
+    pairs : LazyFrame, DataFrame, path/glob/list, or Source
+        Pair logs (schema v1); scanned in streaming passes, never collected whole.
+    reference : path, array_like, Series, ScoreSketch, or mapping, optional
+        Offline reference scores: a ``reference.parquet`` with columns ``model``
+        (``'primary'``/``'candidate'``) and ``score``; a saved :class:`ScoreSketch` file; raw
+        scores or a sketch (taken as the candidate's unless the sketch names its model); or a
+        mapping ``{'primary': ..., 'candidate': ...}``.
+    every : str or None
+        Window length as a polars duration (``'1d'``, ``'6h'``); ``None`` for one window.
+    by : str or sequence of str, optional
+        Segment columns (e.g. ``'country'``); comparisons are made within each segment.
+    bins : int >= 2
+        PSI bins (reference quantiles).
+    max_pull_rows : int, optional
+        Memory budget of the refinement pull; above it, KS and Wasserstein of the remaining
+        comparisons are binned with their error bounds.
+
+    Returns
+    -------
+    DistributionComparison
+
+    Notes
+    -----
+    **Paired rows are not two independent samples.** ``candidate_vs_primary`` compares the two
+    models' scores of the *same* requests; the KS p-value assumes independence and is not a valid
+    test there (``pvalue_valid`` is False). Read D, PSI and Wasserstein as effect sizes, and the
+    paired view: ``spearman`` (rank correlation of the two scores) and ``discordant_share`` (share
+    of request pairs whose order the candidate reverses, (1 - Kendall's tau-a)/2 without ties).
+    Both come from a mergeable cross-tab of the two scores' rank cells (256 per score, cells cut
+    at the pooled marginal's quantiles, found from the fine histograms): Spearman is computed
+    exactly on the cell-coarsened data (mid-ranks); the discordant share counts pairs in strictly
+    ordered cells exactly and reports pairs sharing a cell row or column as the interval
+    ``[discordant_share_lower, discordant_share_upper]`` (the estimate counts half of them).
+
+    At millions of rows every p-value is ~0 for any visible difference; gates read effect sizes
+    against limits and report p-values beside them.
+
+    Passes: range, fine histogram (all windows, segments and both models at once), one
+    refinement pull (only rows in critical bins), and the paired cross-tab.
+    """
+    func = "compare_scores"
+    _check_int("bins", func, bins, 2)
+    if max_pull_rows is not None:
+        _check_int("max_pull_rows", func, max_pull_rows, 0)
+    by_cols: tuple[str, ...] = () if by is None else ((by,) if isinstance(by, str) else tuple(by))
+    if every is not None:
+        if not isinstance(every, str):
+            raise _param_error("every", func, "a polars duration string such as '1d' or None", every)
+        try:
+            pl.select(pl.lit(0).cast(pl.Datetime("us", "UTC")).dt.truncate(every))
+        except Exception as exc:
+            raise _param_error("every", func, "a polars duration string such as '1d'", every) from exc
+    source = as_source(pairs)
+    names = list(source.collect_schema())
+    for col in (S.TS, S.PRIMARY_SCORE, S.CANDIDATE_SCORE, *by_cols):
+        _check_column(col, names, "pairs", func)
+    window = pl.col(S.TS).dt.truncate(every) if every else pl.col(S.TS).min().over(pl.lit(1))
+    if not every:
+        window = pl.lit(None, pl.Datetime("us", "UTC"))
+    groups = [("window", window), *((b, pl.col(b)) for b in by_cols)]
+    run = _Run(func, max_pull_rows)
+    pidx = run.add_input(
+        _Input(source, [S.PRIMARY_SCORE, S.CANDIDATE_SCORE], groups, [S.TS, *by_cols])
+    )
+    refs = _reference_inputs(run, reference)
+    run.measure()
+    notes: list[str] = []
+    for m, s in refs.items():
+        run.require_nonempty(s, f"reference[{m}]")
+    if run.grid is None:
+        raise ValueError(
+            f"Input pairs of {func} has no finite primary or candidate score; nothing to compare."
+        )
+    run.histogram()
+    col = {S.PRIMARY: S.PRIMARY_SCORE, S.CANDIDATE: S.CANDIDATE_SCORE}
+    gkeys = sorted(
+        {s.group for s in run.ranges if s.src == pidx},
+        key=lambda g: tuple((v is None, v) for v in g),
+    )
+    first: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    for g in gkeys:
+        first.setdefault(g[1:], g)
+    comps: list[tuple[tuple[Any, ...], str, str, _Sample, _Sample]] = []
+    for g in gkeys:
+        p, c = _Sample(pidx, S.PRIMARY_SCORE, g), _Sample(pidx, S.CANDIDATE_SCORE, g)
+        comps.append((g, "candidate_vs_primary", S.CANDIDATE, p, c))
+        for m in (S.PRIMARY, S.CANDIDATE):
+            if m in refs:
+                comps.append((g, "vs_reference", m, refs[m], _Sample(pidx, col[m], g)))
+        if first[g[1:]] != g:
+            for m in (S.PRIMARY, S.CANDIDATE):
+                comps.append(
+                    (g, "vs_first_window", m, _Sample(pidx, col[m], first[g[1:]]),
+                     _Sample(pidx, col[m], g))
+                )
+    comps = [
+        cmp for cmp in comps if run.hist(cmp[3]).total > 0 and run.hist(cmp[4]).total > 0
+    ]
+    # plan every comparison, then one pull: quantile/PSI bins always, KS/W bins within budget
+    plans = []
+    base: dict[_Sample, set[int]] = {}
+    qlevels = DEFAULT_QUANTILES
+    for s in {*(cmp[3] for cmp in comps), *(cmp[4] for cmp in comps)}:
+        if s.src >= 0:
+            base = _merge_needs(base, {s: _quantile_needs(run.hist(s), qlevels)})
+    for cmp in comps:
+        _, _, _, s1, s2 = cmp
+        mode, pneeds, state = _psi_plan(run, s1, s2, bins, "quantile")
+        kplan = _ks_plan(run.hist(s1), run.hist(s2), "two-sided")
+        wplan = _w_plan(run, run.hist(s1), run.hist(s2))
+        base = _merge_needs(base, pneeds)
+        plans.append((mode, state, kplan, wplan))
+    budget_needs = dict(base)
+    exact = []
+    for cmp, (_, _, kplan, wplan) in zip(comps, plans, strict=True):
+        s1, s2 = cmp[3], cmp[4]
+        extra = _merge_needs(_ks_needs(kplan, s1, s2), _w_needs(wplan, s1, s2))
+        trial = _merge_needs(budget_needs, extra)
+        ok = s1.src >= 0 and s2.src >= 0 and run.cost(trial) <= run.max_pull_rows
+        if ok:
+            budget_needs = trial
+        exact.append(ok)
+    if not all(exact):
+        notes.append(
+            f"{exact.count(False)} comparison(s) have binned KS/Wasserstein (pull budget "
+            f"{run.max_pull_rows} rows or a sketch reference); see ks_statistic_error_bound."
+        )
+    run.pull(budget_needs)
+    # paired cross-tab (pass 4)
+    paired = _paired_pass(run, pidx, gkeys)
+    rows = []
+    for cmp, (mode, state, kplan, wplan), ok in zip(comps, plans, exact, strict=True):
+        g, kind, model, s1, s2 = cmp
+        ks = _ks_from_plan(run, kplan, s1, s2, "two-sided", "auto", ok)
+        pr = _psi_finish(run, s1, s2, mode, state, bins, "quantile", 1e-4)
+        w, wb = _w_finish(wplan, run, s1, s2)
+        rho = disc = lo = hi = None
+        if kind == "candidate_vs_primary":
+            rho, disc, lo, hi = paired.get(g, (math.nan,) * 4)
+        rows.append(
+            {
+                "window": g[0],
+                **{b: v for b, v in zip(by_cols, g[1:], strict=True)},
+                "comparison": kind,
+                "model": model,
+                "n_reference": ks.n_reference,
+                "n_current": ks.n_current,
+                "ks_statistic": ks.statistic,
+                "ks_statistic_error_bound": ks.statistic_error_bound,
+                "psi": pr.statistic,
+                "wasserstein": w,
+                "wasserstein_error_bound": wb,
+                "jensen_shannon": pr.jensen_shannon,
+                "spearman": rho,
+                "discordant_share": disc,
+                "discordant_share_lower": lo,
+                "discordant_share_upper": hi,
+                "ks_pvalue": ks.pvalue,
+                "pvalue_valid": kind != "candidate_vs_primary",
+                "ks_statistic_location": ks.statistic_location,
+                "missing_reference": ks.missing_reference,
+                "missing_current": ks.missing_current,
+            }
+        )
+    schema = {
+        "window": pl.Datetime("us", "UTC"),
+        **{b: source.collect_schema()[b] for b in by_cols},
+        "comparison": pl.String,
+        "model": pl.String,
+        "n_reference": pl.Int64,
+        "n_current": pl.Int64,
+        **{
+            k: pl.Float64
+            for k in (
+                "ks_statistic", "ks_statistic_error_bound", "psi", "wasserstein",
+                "wasserstein_error_bound", "jensen_shannon", "spearman", "discordant_share",
+                "discordant_share_lower", "discordant_share_upper", "ks_pvalue",
+            )
+        },
+        "pvalue_valid": pl.Boolean,
+        "ks_statistic_location": pl.Float64,
+        "missing_reference": pl.Int64,
+        "missing_current": pl.Int64,
+    }
+    table = pl.DataFrame(rows, schema=schema, orient="row") if rows else pl.DataFrame(schema=schema)
+    qrows = []
+    for g in gkeys:
+        for m in (S.PRIMARY, S.CANDIDATE):
+            s = _Sample(pidx, col[m], g)
+            if run.hist(s).total:
+                for q, v in zip(qlevels, _quantiles(run, s, qlevels), strict=True):
+                    qrows.append((g[0], *g[1:], m, "production", q, v))
+    for m, s in refs.items():
+        for q, v in zip(qlevels, _quantiles(run, s, qlevels), strict=True):
+            qrows.append((None, *([None] * len(by_cols)), m, "reference", q, v))
+    qschema = {
+        "window": pl.Datetime("us", "UTC"),
+        **{b: source.collect_schema()[b] for b in by_cols},
+        "model": pl.String,
+        "source": pl.String,
+        "quantile": pl.Float64,
+        "value": pl.Float64,
+    }
+    quantiles = pl.DataFrame(qrows, schema=qschema, orient="row")
+    return DistributionComparison(
+        table, quantiles, every, by_cols, run.passes, run.rows_pulled, tuple(notes)
+    )
+
+
+def _paired_pass(
+    run: _Run, pidx: int, gkeys: Sequence[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], tuple[float, float, float, float]]:
+    assert run.grid is not None
+    inp = run.inputs[pidx]
+    gnames = [g for g, _ in inp.groups]
+    maps = {}
+    for c in (S.PRIMARY_SCORE, S.CANDIDATE_SCORE):
+        hs = [run.hist(_Sample(pidx, c, g)) for g in gkeys]
+        maps[c] = _rank_cell_map([h for h in hs if h.total], RANK_CELLS)
+    grid = run.grid
+
+    def cell(c: str) -> pl.Expr:
+        old, new = maps[c]
+        return grid.bin(pl.col(c)).replace_strict(old, new, default=0, return_dtype=pl.Int32)
+
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        lf = lf.with_columns(e.alias(g) for g, e in inp.groups)
+        both = _valid(pl.col(S.PRIMARY_SCORE)) & _valid(pl.col(S.CANDIDATE_SCORE))
+        return (
+            lf.filter(both)
+            .group_by(*gnames, cell(S.PRIMARY_SCORE).alias("cp"), cell(S.CANDIDATE_SCORE).alias("cc"))
+            .agg(pl.len().cast(pl.Int64).alias("n"))
+        )
+
+    frame = inp.source.aggregate(Aggregation(build, (*gnames, "cp", "cc"), {"n": "sum"}))
+    run.passes = 4
+    out = {}
+    if frame.height == 0:
+        return out
+    for key, part in frame.group_by(gnames, maintain_order=True):
+        out[tuple(key)] = _paired_stats(part, RANK_CELLS)
+    return out
