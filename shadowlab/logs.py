@@ -80,6 +80,7 @@ NONFINITE_ERROR = "NonFiniteScore"
 """Prefix of the error message recorded when a model returned NaN or an infinite score."""
 
 _TMP_SUFFIX = ".tmp"
+_REQUIRED = frozenset(S.PAIR_SCHEMA)
 
 SourceLike = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
 
@@ -644,8 +645,8 @@ class PairLogWriter:
         self._seq = 0
         self._lock = threading.Lock()  # guards the buffer
         self._io_lock = threading.Lock()  # serialises file writes
-        self._rows: list[dict[str, Any]] = []
-        self._batches: list[pl.DataFrame] = []
+        # Arrival order is kept: runs of single rows (lists of dicts) between whole batches.
+        self._parts: list[pl.DataFrame | list[dict[str, Any]]] = []
         self._buffered = 0
         self._oldest: float | None = None
         self._closed = False
@@ -664,8 +665,17 @@ class PairLogWriter:
     def write(self, row: Mapping[str, Any]) -> None:
         """Buffer one pair row (a mapping with the schema columns plus any context)."""
         self._check_open()
+        if not _REQUIRED.issubset(row.keys()):
+            missing = [c for c in S.PAIR_SCHEMA if c not in row]
+            raise ValueError(
+                f"PairLogWriter.write: the row lacks column(s) {missing}. Fix: pass every "
+                "column of shadowlab.schema.PAIR_SCHEMA."
+            )
         with self._lock:
-            self._rows.append(dict(row))
+            if self._parts and isinstance(self._parts[-1], list):
+                self._parts[-1].append(dict(row))
+            else:
+                self._parts.append([dict(row)])
             self._note(1)
             full = self._buffered >= self.max_rows
         if full:
@@ -685,7 +695,7 @@ class PairLogWriter:
         if frame.height == 0:
             return
         with self._lock:
-            self._batches.append(frame)
+            self._parts.append(frame)
             self._note(frame.height)
             full = self._buffered >= self.max_rows
         if full:
@@ -715,15 +725,17 @@ class PairLogWriter:
         """Write everything buffered; return the number of rows written to disk."""
         with self._io_lock:
             with self._lock:
-                rows, batches = self._rows, self._batches
-                n = self._buffered
-                self._rows, self._batches, self._buffered, self._oldest = [], [], 0, None
+                buffered, n = self._parts, self._buffered
+                self._parts, self._buffered, self._oldest = [], 0, None
             if n == 0:
                 return 0
             try:
-                parts = list(batches)
-                if rows:
-                    parts.append(_conform(pl.from_dicts(rows, infer_schema_length=None), "write"))
+                parts = [
+                    p
+                    if isinstance(p, pl.DataFrame)
+                    else _conform(pl.from_dicts(p, infer_schema_length=None), "write")
+                    for p in buffered
+                ]
                 frame = parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
                 self._write_days(frame)
             except Exception:

@@ -195,6 +195,9 @@ def test_writer_rejects_bad_batches_and_parameters(tmp_path: Path) -> None:
         naive = make_pairs([0.1], [0.2]).with_columns(pl.col(S.TS).dt.replace_time_zone(None))
         with pytest.raises(ValueError, match="'ts' holds naive timestamps"):
             log.write_batch(naive)
+        with pytest.raises(ValueError, match=r"row lacks column\(s\) \['served'\]"):
+            log.write({k: v for k, v in make_pairs([0.1], [0.2]).row(0, named=True).items()
+                       if k != S.SERVED})  # fmt: skip
         log.write_batch(make_pairs([0.1], [0.2]).to_arrow())  # Arrow tables are accepted
     assert scan_pairs(tmp_path).collect().height == 1
     with pytest.raises(
