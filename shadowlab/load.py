@@ -54,7 +54,7 @@ Modes
     on duty in hour ``h`` when ``k < reviewers[h]``; a reviewer whose shift ends mid-review
     finishes that review (non-preemptive overtime) and starts no new one until back on duty.
     Arrivals are review items (thousands to a few hundred thousand a week, not the millions of
-    logged requests), so a Python loop per arrival is affordable: about 1 µs per arrival with the
+    logged requests), so a Python loop per arrival is affordable: about 0.5 µs per arrival with the
     heap and about 10 µs with a schedule (see ``benchmarks/bench_load.py``). We wrote our own
     recursion rather than use SimPy [5]_ or Ciw [6]_: on the same M/M/c case (the benchmark)
     the heap recursion is about two orders of magnitude faster than a SimPy process model, and
@@ -531,34 +531,51 @@ def _fifo_schedule(
 
     Reviewer ``k`` is on duty in hour-of-week ``h`` when ``k < schedule[h]``; a review under way at
     the end of a shift is finished (overtime), and no new review starts off duty.
+
+    Each arrival goes to the reviewer who can start it earliest. Two heaps make that
+    ``O(log c)``: reviewers whose next possible start ``g_k`` (the first on-duty instant at or
+    after they free up) is still ahead, keyed by ``g_k``; and reviewers already available at some
+    point before the arrival, keyed by index. On-duty sets are nested (a lower index is on duty
+    whenever a higher one is), so the lowest available index is the one on duty soonest.
     """
     n_srv = int(schedule.max()) if schedule.size else 0
     if n_srv == 0:
         return np.full(arrival.size, np.inf)
     on = np.arange(n_srv)[:, None] < schedule[None, :]  # (servers, 168)
-    # hours until reviewer k is next on duty from hour-of-week h (-1: never)
-    wait_h = np.full((n_srv, HOURS_PER_WEEK), -1, dtype=np.int64)
+    # hours until reviewer k is next on duty from hour-of-week h
+    wait_h = np.zeros((n_srv, HOURS_PER_WEEK), dtype=np.int64)
     for k in range(n_srv):
-        on_hours = np.nonzero(on[k])[0]
-        if on_hours.size:
-            ext = np.concatenate([on_hours, on_hours + HOURS_PER_WEEK])
-            nxt = ext[np.searchsorted(ext, np.arange(HOURS_PER_WEEK), side="left")]
-            wait_h[k] = nxt - np.arange(HOURS_PER_WEEK)
-    never = wait_h[:, 0] < 0
-    free = np.zeros(n_srv)
-    rows = np.arange(n_srv)
+        on_hours = np.nonzero(on[k])[0]  # never empty: k < max(schedule)
+        ext = np.concatenate([on_hours, on_hours + HOURS_PER_WEEK])
+        nxt = ext[np.searchsorted(ext, np.arange(HOURS_PER_WEEK), side="left")]
+        wait_h[k] = nxt - np.arange(HOURS_PER_WEEK)
+    table = wait_h.tolist()
+    t0s = clock.t0_seconds
+    floor = math.floor
+
+    def next_on(k: int, x: float) -> float:
+        hour = floor((t0s + 60.0 * x) / 3600.0)
+        off = table[k][(hour + _MONDAY_OFFSET_HOURS) % HOURS_PER_WEEK]
+        return x if off == 0 else ((hour + off) * 3600.0 - t0s) / 60.0
+
+    ahead: list[tuple[float, int]] = []  # (g_k, k)
+    available = list(range(n_srv))  # heap of indices
+    push, pop = heapq.heappush, heapq.heappop
     start = np.empty(arrival.size)
-    t0h = clock.t0_seconds / 3600.0
     for i, (t, x) in enumerate(zip(arrival.tolist(), service.tolist(), strict=True)):
-        f = np.maximum(free, t)
-        hour = np.floor(t0h + f / 60.0).astype(np.int64)
-        off = wait_h[rows, (hour + _MONDAY_OFFSET_HOURS) % HOURS_PER_WEEK]
-        avail = np.where(off == 0, f, ((hour + off) * 3600.0 - clock.t0_seconds) / 60.0)
-        avail[never] = np.inf
-        k = int(np.argmin(avail))
-        st = avail[k]
-        start[i] = st
-        free[k] = st + x
+        while ahead and ahead[0][0] <= t:
+            push(available, pop(ahead)[1])
+        if available:
+            k = available[0]
+            a = next_on(k, t)
+            if not ahead or a <= ahead[0][0]:
+                pop(available)
+            else:
+                a, k = pop(ahead)
+        else:
+            a, k = pop(ahead)
+        start[i] = a
+        push(ahead, (next_on(k, a + x), k))
     return start
 
 
