@@ -75,7 +75,7 @@ _DELAY_EDGES_H: tuple[float, ...] = (
     *(24.0 * d for d in (120, 180, 365)),
 )
 
-_PSI_FLOOR = 1e-4  # share floor in the local PSI so an empty bin gives a finite term
+_PSI_EPS = 1e-4  # share of an empty bin in the PSI, as shadowlab.drift.psi (its eps default)
 
 # Column names of the joined frame and of the summary (private to this module).
 _V1, _V2, _AUD, _SERVED, _HOUR = "v1", "v2", "audit", "served", "hour"
@@ -812,6 +812,10 @@ def _metric_bounds(cells: pl.DataFrame, model: str, confidence: float) -> tuple[
     else:
         est_r, ci_r = math.nan, (math.nan, math.nan)
         note_r = _why(a, b, n_flag, "flags") or _why(c, d, n_flag, "non-flags")
+    # The Manski bounds hold with certainty (if the labels are right), so projecting the
+    # estimate and its interval onto them loses no coverage and removes impossible values.
+    est_p, ci_p = _project(est_p, ci_p, p_lo, p_hi)
+    est_r, ci_r = _project(est_r, ci_r, r_lo, r_hi)
     prec = MetricBounds(
         "precision",
         model,
@@ -840,6 +844,14 @@ def _metric_bounds(cells: pl.DataFrame, model: str, confidence: float) -> tuple[
         note_r,
     )
     return prec, rec
+
+
+def _project(
+    est: float, ci: tuple[float, float], lo: float, hi: float
+) -> tuple[float, tuple[float, float]]:
+    if math.isnan(est) or math.isnan(lo) or math.isnan(hi):
+        return est, ci
+    return min(max(est, lo), hi), (min(max(ci[0], lo), hi), min(max(ci[1], lo), hi))
 
 
 def _why(reviewed: _Stratum, audited: _Stratum, n_flag: float, what: str) -> str:
@@ -989,12 +1001,13 @@ def _maturity(
 
 
 def _psi(expected: np.ndarray, actual: np.ndarray) -> float:
-    """PSI = Σ (a - e) ln(a / e) over shares floored at 1e-4 (Siddiqi 2006; Yurdakul 2018)."""
+    """PSI over bin counts, the convention of :func:`shadowlab.drift.psi`: shares, an empty bin
+    gets share ``1e-4``, ``PSI = Σ (e - a) ln(e / a)`` (Siddiqi 2006; Yurdakul 2018)."""
     if expected.sum() == 0 or actual.sum() == 0:
         return math.nan
-    e = np.maximum(expected / expected.sum(), _PSI_FLOOR)
-    a = np.maximum(actual / actual.sum(), _PSI_FLOOR)
-    return float(np.sum((a - e) * np.log(a / e)))
+    e, a = expected / expected.sum(), actual / actual.sum()
+    e, a = np.where(e == 0, _PSI_EPS, e), np.where(a == 0, _PSI_EPS, a)
+    return float(np.sum((e - a) * np.log(e / a)))
 
 
 def _composition(summary: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -1157,8 +1170,8 @@ def audit_rate_needed(
 
     Examples
     --------
-    >>> audit_rate_needed(10_000, margin=0.05, expected_precision=0.3).required_labels
-    312
+    >>> audit_rate_needed(10_000, margin=0.05, expected_precision=0.3)
+    AuditPlan(±0.05 at 95%: 313 audits of 10000 region requests, rate 3.1%)
     """
     fn = "audit_rate_needed"
     if not (isinstance(region_size, numbers.Integral) and not isinstance(region_size, bool)):
@@ -1276,7 +1289,8 @@ def feedback_diagnostics(
     and an unreviewed stratum the audit slice samples with the logged ``audit_rate``
     (Horvitz–Thompson weights ``1/audit_rate``, Hájek ratio, Wilson interval on the effective
     sample ``(Σw)²/Σw(w-1)``). Precision is the size-weighted sum of the two stratum rates; its
-    interval combines the stratum intervals by MOVER (Zou & Donner 2008). Recall divides the
+    interval combines the stratum intervals by MOVER (Zou & Donner 2008). Estimate and interval
+    are finally intersected with the Manski bounds, which hold with certainty. Recall divides the
     flagged positive total by the flagged plus unflagged totals (the latter from reviews of the
     other model's flags and the audit slice of the rest); its interval is the conservative
     rectangle of the two MOVER intervals.
