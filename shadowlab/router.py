@@ -803,8 +803,8 @@ class CanaryRouter:
                 S.TRAFFIC_PCT: pl.repeat(cfg.traffic_pct, n, eager=True, dtype=pl.Float64),
                 S.PRIMARY_SCORE: pl.Series(p, dtype=pl.Float64, nan_to_null=True),
                 S.CANDIDATE_SCORE: pl.Series(c, dtype=pl.Float64, nan_to_null=True),
-                S.PRIMARY_ERROR: pl.Series(p_err, dtype=pl.String),
-                S.CANDIDATE_ERROR: pl.Series(c_err, dtype=pl.String),
+                S.PRIMARY_ERROR: _errors(p_err, n),
+                S.CANDIDATE_ERROR: _errors(c_err, n),
                 S.PRIMARY_LATENCY: pl.Series(p_ms, dtype=pl.Float64),
                 S.CANDIDATE_LATENCY: pl.Series(c_ms, dtype=pl.Float64),
                 S.AUDIT: pl.Series(audit, dtype=pl.Boolean),
@@ -845,6 +845,10 @@ class CanaryRouter:
 
 
 def _ids(request_ids: Sequence[str]) -> list[str]:
+    if isinstance(request_ids, pl.Series) and request_ids.dtype == pl.String:
+        if request_ids.null_count():
+            raise TypeError("request_ids must all be str (no None, no ints).")
+        return request_ids.to_list()
     if isinstance(request_ids, pl.Series):
         ids = request_ids.to_list()
     elif isinstance(request_ids, np.ndarray):
@@ -905,3 +909,9 @@ def _context_columns(context: Mapping[str, Any] | None, n: int) -> list[pl.Serie
             raise ValueError(f"Context column {name!r} has {len(series)} values for {n} requests.")
         cols.append(series)
     return cols
+
+
+def _errors(errors: list[str | None], n: int) -> pl.Series:
+    if errors.count(None) == n:  # the common case, without building n Python objects
+        return pl.repeat(None, n, eager=True, dtype=pl.String)
+    return pl.Series(errors, dtype=pl.String)
