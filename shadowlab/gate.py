@@ -506,6 +506,15 @@ def _check_enough_data(ctx: _Context) -> CheckResult:
     )
 
 
+_HEALTH_LABELS = {
+    "error_rate": "v2 error rate",
+    "null_rate": "v2 null-score rate",
+    "coverage": "coverage",
+    "candidate_latency_p99_ms": "v2 latency p99 (ms)",
+    "latency_vs_primary": "v2 latency p99 vs v1",
+}
+
+
 def _check_production_health(ctx: _Context) -> CheckResult:
     pol = ctx.policy.checks.production_health
     counts = ctx.counts
@@ -531,6 +540,12 @@ def _check_production_health(ctx: _Context) -> CheckResult:
             )
         p, c = out["primary_latency_p99_ms"], out["candidate_latency_p99_ms"]
         out["latency_p99_ratio"] = c / p if (c is not None and p) else None
+        # v2 may be slower than v1 by the ratio, or by the slack in ms, whichever is larger
+        out["latency_vs_primary"] = (
+            None
+            if c is None or p is None
+            else c - max(pol.max_latency_p99_ratio * p, p + pol.latency_slack_ms)
+        )
         return out
 
     limits = {
@@ -538,7 +553,7 @@ def _check_production_health(ctx: _Context) -> CheckResult:
         "null_rate": ("max", pol.max_null_rate),
         "coverage": ("min", pol.min_coverage),
         "candidate_latency_p99_ms": ("max", pol.max_latency_p99_ms),
-        "latency_p99_ratio": ("max", pol.max_latency_p99_ratio),
+        "latency_vs_primary": ("max", 0.0),
     }
 
     def judge(m: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -551,29 +566,84 @@ def _check_production_health(ctx: _Context) -> CheckResult:
                 bad.append(key)
         return bad, unknown
 
+    def say(key: str, m: dict[str, Any]) -> str:
+        if key == "latency_vs_primary":
+            return (
+                f"v2 latency p99 {_fmt(m['candidate_latency_p99_ms'])} ms vs v1 "
+                f"{_fmt(m['primary_latency_p99_ms'])} ms"
+            )
+        v = m[key]
+        shown = _fmt(v) if key == "candidate_latency_p99_ms" else _pct(v)
+        kind, lim = limits[key]
+        lim_s = _fmt(lim) if key == "candidate_latency_p99_ms" else _pct(lim)
+        return f"{_HEALTH_LABELS[key]} {shown} ({'>' if kind == 'max' else '<'} {lim_s})"
+
     overall = measure(counts, lat)
     bad_all, unknown_all = judge(overall)
+    failures = [f"overall {say(k, overall)}" for k in bad_all]
     segments: dict[str, dict[str, Any]] = {}
-    failures: list[str] = [f"overall {k} {_fmt(overall[k])}" for k in bad_all]
+    cell_failures: list[tuple[float, str]] = []
+    rate_keys = ("error_rate", "null_rate", "coverage")
+
+    def note(where: str, m: dict[str, Any], bad: list[str]) -> None:
+        # a breach already visible overall is not repeated for every segment and day
+        new = [k for k in bad if k not in bad_all]
+        if new:
+            severity = max(m["error_rate"] or 0.0, m["null_rate"] or 0.0)
+            cell_failures.append((-severity, f"{where}: " + ", ".join(say(k, m) for k in new)))
+
     for seg in ctx.segments:
-        for (value,), part in counts.group_by([seg], maintain_order=False):
+        for (value,), part in counts.group_by([seg]):
             lpart = lat.filter(pl.col(seg) == value) if lat.height else lat
             m = measure(part, lpart)
             judged = m["rows"] >= pol.min_segment_rows
-            bad, _unknown = judge(m) if judged else ([], [])
+            bad = judge(m)[0] if judged else []
             m.update(judged=judged, breaches=bad)
             segments[f"{seg}={value}"] = m
-            failures += [f"{seg}={value} {k} {_fmt(m[k])}" for k in bad]
+            note(f"{seg}={value}", m, bad)
+    # Rates per day and per segment-day too: a failure for two days of one country is not
+    # averaged away over the week (latency stays per segment: its histogram has no day key).
+    cells: dict[str, dict[str, Any]] = {}
+    for keys in [[_DAY]] + [[seg, _DAY] for seg in ctx.segments]:
+        for key_values, part in counts.group_by(keys):
+            m = measure(part, lat.clear())
+            if m["rows"] < pol.min_segment_rows:
+                continue
+            bad = [k for k in judge(m)[0] if k in rate_keys]
+            where = " on ".join(
+                str(v) if k == _DAY else f"{k}={v}" for k, v in zip(keys, key_values, strict=True)
+            )
+            if bad:
+                cells[where] = {k: m[k] for k in ("rows", *rate_keys)} | {"breaches": bad}
+                if where.split(" on ")[0] not in {f.split(":")[0] for _, f in cell_failures}:
+                    note(where, m, bad)
     segments = dict(sorted(segments.items()))
+    cell_failures.sort()
+    for i, (sev, text) in enumerate(cell_failures):
+        where = text.split(":")[0]
+        days = sorted(w.split(" on ")[1] for w in cells if w.startswith(where + " on "))
+        if days and " on " not in where:
+            cell_failures[i] = (sev, f"{text} [breaching on {', '.join(days[:4])}]")
+    failures += [f for _, f in cell_failures[:4]]
+    if len(cell_failures) > 4:
+        failures.append(f"+{len(cell_failures) - 4} more")
+    judged_segments = [s for s in segments.values() if s["judged"]]
+    worst = max([overall["error_rate"] or 0.0] + [s["error_rate"] or 0.0 for s in judged_segments])
     details = {
         "overall": overall,
         "segments": segments,
-        "limits": {k: v[1] for k, v in limits.items()},
+        "breaching_days": dict(sorted(cells.items())),
+        "limits": {
+            "max_error_rate": pol.max_error_rate,
+            "max_null_rate": pol.max_null_rate,
+            "min_coverage": pol.min_coverage,
+            "max_latency_p99_ms": pol.max_latency_p99_ms,
+            "max_latency_p99_ratio": pol.max_latency_p99_ratio,
+            "latency_slack_ms": pol.latency_slack_ms,
+            "min_segment_rows": pol.min_segment_rows,
+        },
+        "latency_p99_note": "upper edge of a log-spaced histogram bin: at most 1% above exact",
     }
-    worst = max(
-        [overall["error_rate"] or 0.0]
-        + [s["error_rate"] or 0.0 for s in segments.values() if s["judged"]]
-    )
     if failures:
         return _result(
             ctx,
@@ -581,16 +651,16 @@ def _check_production_health(ctx: _Context) -> CheckResult:
             True,
             worst,
             pol.max_error_rate,
-            "v2 unhealthy: "
-            + "; ".join(failures[:6])
-            + (f" (+{len(failures) - 6} more)" if len(failures) > 6 else "")
-            + ".",
+            "v2 unhealthy: " + "; ".join(failures) + ".",
             details,
         )
     if unknown_all:
-        raise _Inconclusive(f"cannot compute {', '.join(unknown_all)} (no values in the logs)")
-    nseg = sum(1 for s in segments.values() if s["judged"])
-    seg_note = f" and in each of {nseg} judged segments" if ctx.segments else ""
+        raise _Inconclusive(
+            "cannot compute "
+            + ", ".join(_HEALTH_LABELS[k] for k in unknown_all)
+            + " (no values in the logs)"
+        )
+    seg_note = f" and in each of {len(judged_segments)} judged segments" if ctx.segments else ""
     return _result(
         ctx,
         "production_health",
@@ -599,8 +669,9 @@ def _check_production_health(ctx: _Context) -> CheckResult:
         pol.max_error_rate,
         f"v2 error rate {_pct(overall['error_rate'])}, coverage "
         f"{_pct(overall['coverage'])}, latency p99 "
-        f"{_fmt(overall['candidate_latency_p99_ms'])} ms "
-        f"({_fmt(overall['latency_p99_ratio'])}x v1) within limits overall{seg_note}.",
+        f"{_fmt(overall['candidate_latency_p99_ms'])} ms (v1 "
+        f"{_fmt(overall['primary_latency_p99_ms'])} ms): within limits "
+        f"overall{seg_note}.",
         details,
     )
 
@@ -622,31 +693,26 @@ def _distance(ratio: float) -> float:
 
 def _check_trigger_parity(ctx: _Context) -> CheckResult:
     pol = ctx.policy.checks.trigger_parity
-    if ctx.candidate_threshold is None:
-        raise _Inconclusive(ctx.calibration_error or "v2's threshold could not be determined")
+    _need_candidate_threshold(ctx)
     t = ctx.source.aggregate(_trigger_aggregation(ctx))
     if t.height == 0 or int(t["n"].sum()) == 0:
         raise _Inconclusive("no request has both scores")
     n, pf, cf = (int(t[k].sum()) for k in ("n", "p_flags", "c_flags"))
-    overall = {"n": n, "primary_rate": pf / n, "candidate_rate": cf / n, "ratio": _ratio(cf, pf)}
-    lo, hi = pol.band
-    clo, chi = pol.cell_band
+    ratio = _ratio(cf, pf)
+    overall = {"n": n, "primary_rate": pf / n, "candidate_rate": cf / n, "ratio": ratio}
     failures: list[str] = []
-    ratio = overall["ratio"]
+    lo, hi = pol.band
     if not lo <= ratio <= hi:
         failures.append(
             f"overall v2 flags {_pct(overall['candidate_rate'])} vs v1 "
-            f"{_pct(overall['primary_rate'])} (ratio {_fmt(ratio)})"
+            f"{_pct(overall['primary_rate'])} (ratio {_fmt(ratio)}, band [{lo}, {hi}])"
         )
-    worst = ratio
 
-    def cells(key: str) -> dict[str, dict[str, Any]]:
-        nonlocal worst
+    def cells(key: str, band: tuple[float, float]) -> dict[str, dict[str, Any]]:
         out = {}
         g = t.group_by(key).agg(pl.col("n", "p_flags", "c_flags").sum()).sort(key)
         for row in g.iter_rows(named=True):
             r = _ratio(row["c_flags"], row["p_flags"])
-            judged = max(row["p_flags"], row["c_flags"]) >= pol.min_flags
             out[str(row[key])] = {
                 "n": row["n"],
                 "primary_rate": row["p_flags"] / row["n"],
@@ -654,40 +720,51 @@ def _check_trigger_parity(ctx: _Context) -> CheckResult:
                 "primary_flags": row["p_flags"],
                 "candidate_flags": row["c_flags"],
                 "ratio": r,
-                "judged": judged,
-                "within": clo <= r <= chi,
+                # too few flags on both sides: the ratio is noise, reported but not judged
+                "judged": max(row["p_flags"], row["c_flags"]) >= pol.min_flags,
+                "within": band[0] <= r <= band[1],
             }
-            if judged and _distance(r) > _distance(worst):
-                worst = r
         return out
 
-    per_day = cells(_DAY)
-    per_segment = {seg: cells(seg) for seg in ctx.segments}
-    if pol.per_day:
-        bad = [d for d, m in per_day.items() if m["judged"] and not m["within"]]
-        if bad:
-            failures.append(
-                f"{len(bad)} of {len(per_day)} days outside [{clo}, {chi}] "
-                f"({', '.join(d + ' ' + _fmt(per_day[d]['ratio']) for d in bad[:3])})"
-            )
+    def outside(cellmap: dict[str, dict[str, Any]]) -> list[str]:
+        bad = [k for k, m in cellmap.items() if m["judged"] and not m["within"]]
+        return sorted(bad, key=lambda k: -_distance(cellmap[k]["ratio"]))
+
+    per_day = cells(_DAY, pol.day_band)
+    per_segment = {seg: cells(seg, pol.segment_band) for seg in ctx.segments}
+    if pol.per_day and (bad := outside(per_day)):
+        failures.append(
+            f"{len(bad)} of {len(per_day)} days outside {list(pol.day_band)} ("
+            + ", ".join(f"{d} {_fmt(per_day[d]['ratio'])}" for d in bad[:3])
+            + (", …" if len(bad) > 3 else "")
+            + ")"
+        )
     if pol.per_segment:
         for seg, cellmap in per_segment.items():
-            bad = [v for v, m in cellmap.items() if m["judged"] and not m["within"]]
-            if bad:
+            if bad := outside(cellmap):
                 failures.append(
-                    f"{seg} "
-                    + ", ".join(f"{v} {_fmt(cellmap[v]['ratio'])}" for v in bad[:4])
-                    + (f" (+{len(bad) - 4} more)" if len(bad) > 4 else "")
+                    f"{seg} outside {list(pol.segment_band)}: "
+                    + ", ".join(
+                        f"{v} {_fmt(cellmap[v]['ratio'])} ({cellmap[v]['primary_flags']} -> "
+                        f"{cellmap[v]['candidate_flags']} flags)"
+                        for v in bad[:3]
+                    )
+                    + (f" (+{len(bad) - 3} more)" if len(bad) > 3 else "")
                 )
+    judged = [m for m in per_day.values() if m["judged"]]
+    judged += [m for cm in per_segment.values() for m in cm.values() if m["judged"]]
     details = {
         "primary_threshold": ctx.primary_threshold,
         "candidate_threshold": ctx.candidate_threshold,
         "candidate_source": ctx.candidate_source,
         "overall": overall,
+        "worst_judged_ratio": max((m["ratio"] for m in judged), key=_distance, default=None),
         "per_day": per_day,
         "per_segment": per_segment,
         "band": list(pol.band),
-        "cell_band": list(pol.cell_band),
+        "day_band": list(pol.day_band) if pol.per_day else None,
+        "segment_band": list(pol.segment_band) if pol.per_segment else None,
+        "min_flags": pol.min_flags,
     }
     if ctx.calibration is not None:
         details["calibration"] = _json_safe(ctx.calibration)
@@ -696,21 +773,194 @@ def _check_trigger_parity(ctx: _Context) -> CheckResult:
             ctx,
             "trigger_parity",
             True,
-            worst,
+            ratio,
             list(pol.band),
             "Trigger rate off: " + "; ".join(failures) + ".",
             details,
         )
+    scope = " and ".join(
+        w for w, on in (("day", pol.per_day), ("segment", pol.per_segment and ctx.segments)) if on
+    )
     return _result(
         ctx,
         "trigger_parity",
         False,
-        worst,
+        ratio,
         list(pol.band),
         f"v2 flags {_pct(overall['candidate_rate'])} vs v1 "
-        f"{_pct(overall['primary_rate'])} (ratio {_fmt(ratio)}); every judged day"
-        + (" and segment" if ctx.segments else "")
-        + " within the band.",
+        f"{_pct(overall['primary_rate'])} (ratio {_fmt(ratio)})"
+        + (f"; every judged {scope} within its band." if scope else "."),
+        details,
+    )
+
+
+def _need_candidate_threshold(ctx: _Context) -> float:
+    if ctx.candidate_threshold is None:
+        raise _Inconclusive(ctx.calibration_error or "v2's threshold could not be determined")
+    return ctx.candidate_threshold
+
+
+def _need(module: str, name: str) -> Any:
+    fn = _optional(module, name)
+    if fn is None:
+        raise _Inconclusive(f"{module}.{name} is not available in this shadowlab build")
+    return fn
+
+
+def _check_load(ctx: _Context) -> CheckResult:
+    pol = ctx.policy.checks.load
+    t2 = _need_candidate_threshold(ctx)
+    simulate_load = _need("shadowlab.load", "simulate_load")
+    review_capacity = _need("shadowlab.load", "ReviewCapacity")
+    r = ctx.policy.review
+    capacity = review_capacity(
+        reviewers=r.reviewers,
+        mean_service_minutes=r.mean_service_minutes,
+        target_utilisation=r.target_utilisation,
+    )
+    report = simulate_load(
+        ctx.source,
+        {"v1": (S.PRIMARY, ctx.primary_threshold), "v2": (S.CANDIDATE, t2)},
+        capacity,
+        sla=dt.timedelta(minutes=r.sla_minutes),
+        interval=r.interval,
+        seed=ctx.seed,
+        mode="fluid",
+        baseline="v1",
+    )
+    rows = {row["policy"]: row for row in report.summary.iter_rows(named=True)}
+    v1, v2 = rows["v1"], rows["v2"]
+    for key in ("sla_breach_share", "peak_backlog"):
+        for row in (v1, v2):
+            if row.get(key) is None or not math.isfinite(row[key]):
+                raise _Inconclusive(f"simulate_load gave no {key} (no reviews replayed?)")
+    reviewers = float(np.mean(report.capacity.schedule))
+    # A backlog of less than one item per reviewer on duty is no backlog: floor the baseline there
+    # so a v1 queue that never waits does not turn v2's handful of waiting items into a ratio of ∞.
+    floor = max(reviewers, 1.0)
+    breach_increase = v2["sla_breach_share"] - v1["sla_breach_share"]
+    backlog_ratio = v2["peak_backlog"] / max(v1["peak_backlog"], floor)
+    failures = []
+    if breach_increase > pol.max_sla_breach_increase:
+        failures.append(
+            f"SLA breaches {_pct(v1['sla_breach_share'])} under v1 -> "
+            f"{_pct(v2['sla_breach_share'])} under v2"
+        )
+    if backlog_ratio > pol.max_peak_backlog_ratio:
+        failures.append(
+            f"peak backlog {v1['peak_backlog']:.0f} -> {v2['peak_backlog']:.0f} items "
+            f"(x{backlog_ratio:.2f} of max(v1, {floor:.0f} reviewers))"
+        )
+    keep = (
+        "policy",
+        "threshold",
+        "arrivals",
+        "utilisation",
+        "mean_wait_minutes",
+        "p95_wait_minutes",
+        "p99_wait_minutes",
+        "peak_backlog",
+        "peak_at",
+        "sla_breach_share",
+        "time_to_drain_minutes",
+        "reviewers_needed",
+    )
+    details = {
+        "summary": [{k: row.get(k) for k in keep} for row in rows.values()],
+        "capacity": report.capacity.to_dict(),
+        "capacity_note": report.capacity_note,
+        "sla_minutes": r.sla_minutes,
+        "sla_breach_increase": breach_increase,
+        "peak_backlog_ratio": backlog_ratio,
+        "backlog_floor_items": floor,
+        "headline": report.headline(),
+    }
+    if failures:
+        return _result(
+            ctx,
+            "load",
+            True,
+            breach_increase,
+            pol.max_sla_breach_increase,
+            "Review queue overloaded by v2: " + "; ".join(failures) + ".",
+            details,
+        )
+    return _result(
+        ctx,
+        "load",
+        False,
+        breach_increase,
+        pol.max_sla_breach_increase,
+        f"Review queue like v1's: SLA breaches {_pct(v1['sla_breach_share'])} -> "
+        f"{_pct(v2['sla_breach_share'])}, peak backlog {v1['peak_backlog']:.0f} -> "
+        f"{v2['peak_backlog']:.0f} items ({reviewers:.0f} reviewers).",
+        details,
+    )
+
+
+def _check_feedback(ctx: _Context) -> CheckResult:
+    pol = ctx.policy.checks.feedback
+    t2 = _need_candidate_threshold(ctx)
+    feedback_diagnostics = _need("shadowlab.feedback", "feedback_diagnostics")
+    if ctx.labels is None:
+        raise _Inconclusive("no labels were given")
+    rep = feedback_diagnostics(
+        ctx.source,
+        ctx.labels,
+        ctx.primary_threshold,
+        t2,
+        confidence=ctx.policy.checks.accuracy.confidence,
+    )
+    urm, imm = rep.unlabelled_risk_mass, rep.immature_share
+    if urm is None or not math.isfinite(urm):
+        raise _Inconclusive("v2 flags nothing, so its unlabelled-risk mass is undefined")
+    details = {
+        "unlabelled_risk_mass": urm,
+        "risk_mass_chargebacked": rep.risk_mass_chargebacked,
+        "immature_share": imm,
+        "immature_days": list(rep.immature_days),
+        "as_of": rep.as_of,
+        "candidate_precision": rep.candidate_precision,
+        "candidate_recall": rep.candidate_recall,
+        "primary_precision": rep.primary_precision,
+        "primary_recall": rep.primary_recall,
+        "audit_plan": rep.audit_plan,
+        "label_counts": rep.label_counts,
+        "warnings": list(rep.warnings),
+        "limits": {
+            "max_unlabelled_risk_mass": pol.max_unlabelled_risk_mass,
+            "max_immature_share": pol.max_immature_share,
+        },
+    }
+    failures = []
+    if urm > pol.max_unlabelled_risk_mass:
+        failures.append(
+            f"{_pct(urm)} of v2's flags would never be reviewed under today's policy "
+            f"(limit {_pct(pol.max_unlabelled_risk_mass)})"
+        )
+    if imm is not None and imm > pol.max_immature_share:
+        failures.append(
+            f"{_pct(imm)} of the week's labels are still to come "
+            f"(limit {_pct(pol.max_immature_share)})"
+        )
+    if failures:
+        return _result(
+            ctx,
+            "feedback",
+            True,
+            urm,
+            pol.max_unlabelled_risk_mass,
+            "Labels cannot vouch for v2: " + "; ".join(failures) + ".",
+            details,
+        )
+    return _result(
+        ctx,
+        "feedback",
+        False,
+        urm,
+        pol.max_unlabelled_risk_mass,
+        f"Unlabelled-risk mass {_pct(urm)} of v2's flags; {_pct(imm)} of labels still "
+        f"to come ({len(rep.immature_days)} immature days).",
         details,
     )
 
@@ -738,9 +988,9 @@ _CHECK_FUNCTIONS: dict[str, Callable[[_Context], CheckResult]] = {
     "production_health": _check_production_health,
     "outputs": _unavailable("shadowlab.drift", "compare_scores"),
     "trigger_parity": _check_trigger_parity,
-    "load": _unavailable("shadowlab.load", "simulate_load"),
+    "load": _check_load,
     "accuracy": _unavailable("shadowlab.thresholds", "operating_point_metrics"),
-    "feedback": _unavailable("shadowlab.feedback", "feedback_diagnostics"),
+    "feedback": _check_feedback,
 }
 
 

@@ -226,13 +226,15 @@ class ReviewPolicy(_Section):
     """``[review]``: the review queue behind the model (used by the downstream-load check)."""
 
     SECTION: ClassVar[str] = "review"
-    reviewers: float | None = _v(
-        _number(0, lo_open=True, none=True),
+    reviewers: int | None = _v(
+        _number(1, integer=True, none=True),
         None,
-        "reviewers on shift; omitted: sized so that v1 runs at target_utilisation",
+        "reviewers on duty; omitted: sized so that v1 runs at target_utilisation",
     )
-    mean_service_minutes: float = _v(_number(0, lo_open=True), 6.0, "mean minutes per review")
-    sla_minutes: float = _v(_number(0, lo_open=True), 60.0, "a review should start within this")
+    mean_service_minutes: float = _v(_number(0, lo_open=True), 10.0, "mean minutes per review")
+    sla_minutes: float = _v(
+        _number(0, lo_open=True), 240.0, "time to decision (wait + review) objective"
+    )
     target_utilisation: float = _v(
         _number(0, 1, lo_open=True, hi_open=True),
         0.85,
@@ -266,7 +268,10 @@ class HealthPolicy(_Section):
     min_coverage: float = _v(_number(0, 1), 0.98, "share of requests with both scores present")
     max_latency_p99_ms: float = _v(_number(0, lo_open=True), 200.0, "v2 latency p99 limit (ms)")
     max_latency_p99_ratio: float = _v(
-        _number(1), 2.0, "v2 latency p99 over v1 latency p99 must stay below this"
+        _number(1), 2.0, "v2 p99 may exceed this multiple of v1's p99 ..."
+    )
+    latency_slack_ms: float = _v(
+        _number(0), 20.0, "... only by less than this many ms (sub-ms models are not slow)"
     )
     min_segment_rows: int = _v(
         _number(1, integer=True), 500, "segments with fewer rows are reported, not judged"
@@ -293,15 +298,16 @@ class TriggerParityPolicy(_Section):
     severity: str = _v(_severity, "fail", "fail | warn | off")
     allow_inconclusive: bool = _v(_boolean, False, "")
     band: tuple[float, float] = _v(_band, (0.8, 1.25), "allowed ratio v2 rate / v1 rate, overall")
-    cell_band: tuple[float, float] = _v(
-        _band, (0.67, 1.5), "allowed ratio in each day and each segment"
+    day_band: tuple[float, float] = _v(_band, (0.67, 1.5), "allowed ratio on each day")
+    segment_band: tuple[float, float] = _v(
+        _band, (0.5, 2.0), "allowed ratio in each segment (a better model re-ranks segments)"
     )
     per_day: bool = _v(_boolean, True, "judge every day")
     per_segment: bool = _v(_boolean, True, "judge every segment")
     min_flags: int = _v(
         _number(1, integer=True),
         50,
-        "a day/segment is judged only when v1 flagged at least this many there",
+        "a day/segment is judged only when v1 or v2 flagged at least this many there",
     )
 
 
@@ -572,7 +578,10 @@ def default_policy_toml() -> str:
         "PSI 0.1-0.25 is a moderate shift, > 0.25 a major one (Siddiqi 2006). v2 against v1 on\n"
         "the same requests is reported, not judged: a new model is meant to score differently.",
         "trigger_parity": "v2's trigger rate at its threshold over v1's at its threshold. A band\n"
-        "of [0.8, 1.25] means at most 25% more (or 20% fewer) flags than the queue is staffed for.",
+        "of [0.8, 1.25] means at most 25% more (or 20% fewer) flags than the queue is staffed for.\n"
+        "Days must stay close (a threshold that matches only on average is caught); segments get\n"
+        "a wider band because a better model legitimately moves flags between segments, but a\n"
+        "segment whose flags double or halve is caught.",
         "load": "Replay of the week's flags into the review queue (simulate_load).",
         "accuracy": "Precision/recall at the thresholds with bootstrap intervals; a drop counts\n"
         "only when the interval of the difference excludes the allowed drop.",

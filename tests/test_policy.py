@@ -69,6 +69,7 @@ def test_reference_resolves_relative_to_policy_file(tmp_path):
             "checks.production_health.max_error_rate",
         ),
         ("[review]\nreviewers = -1", "review.reviewers"),
+        ("[review]\nreviewers = 2.5", "review.reviewers"),
         ("[review]\ntarget_utilisation = 1.0", "review.target_utilisation"),
         ('[review]\ninterval = "5 minutes"', "review.interval"),
         ('[thresholds]\ncandidate = "auto"', "thresholds.candidate"),
