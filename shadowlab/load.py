@@ -694,6 +694,13 @@ def _fmt_minutes(m: float) -> str:
     return f"{m / 1440:.1f} days"
 
 
+def _fmt_reviewers(n: float) -> str:
+    if not math.isfinite(n):
+        return "more reviewers than any staffing tried"
+    text = f"{n:.0f}" if n == round(n) else f"{n:.1f}"
+    return f"{text} reviewer" + ("" if n == 1 else "s")
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float):
         if math.isnan(value):
@@ -771,10 +778,17 @@ class LoadReport:
 
     def _like_baseline(self, name: str) -> bool:
         r, b = self._row(name), self._row(self.baseline)
-        tol = max(15.0, 0.25 * b["p95_wait_minutes"])
-        return (
-            abs(r["p95_wait_minutes"] - b["p95_wait_minutes"]) <= tol
-            and abs(r["sla_breach_share"] - b["sla_breach_share"]) <= 0.01
+
+        # within 15 minutes or 25 % on p95 wait, and 2 points or 25 % on SLA breaches; in the
+        # stochastic mode also when the seed bands overlap (the seeds cannot tell them apart)
+        def close(metric: str, tol: float) -> bool:
+            if abs(r[metric] - b[metric]) <= tol:
+                return True
+            lo, hi = f"{metric}_lo", f"{metric}_hi"
+            return lo in r and r[lo] <= b[hi] and b[lo] <= r[hi]
+
+        return close("p95_wait_minutes", max(15.0, 0.25 * b["p95_wait_minutes"])) and close(
+            "sla_breach_share", max(0.02, 0.25 * b["sla_breach_share"])
         )
 
     def story(self) -> list[str]:
@@ -808,8 +822,8 @@ class LoadReport:
                 f"{name}: {shape}, p95 wait from {_fmt_minutes(b['p95_wait_minutes'])} to "
                 f"{_fmt_minutes(r['p95_wait_minutes'])}, SLA breaches "
                 f"{100 * b['sla_breach_share']:.1f}% -> {100 * r['sla_breach_share']:.1f}%, "
-                f"needs {r['reviewers_needed']:.0f} reviewers "
-                f"(x{r['capacity_scale_needed']:.2f})"
+                f"needs {_fmt_reviewers(r['reviewers_needed'])} "
+                f"(x{r['capacity_scale_needed']:.2f} the staffing)"
             )
         return out
 
@@ -903,8 +917,13 @@ def _solve_staffing(
     policy_index: int,
     sla_min: float,
     target: tuple[float, float],
+    guess: int,
 ) -> tuple[float, float]:
     """Smallest staffing meeting ``target`` = (SLA breach share, p95 wait) of the baseline.
+
+    Staffing ``k`` is ``k`` reviewers (constant) or the schedule scaled by ``k/20``; ``guess`` is
+    where the search starts. Waits fall as staffing grows, so galloping then bisection finds the
+    smallest ``k`` in ``O(log)`` replays.
 
     Returns (mean reviewers on duty, ratio to the given capacity's mean reviewers).
     """
@@ -917,22 +936,35 @@ def _solve_staffing(
             return capacity.with_reviewers(k)
         return capacity.scaled(k / 20.0)
 
-    def meets(k: int) -> bool:
-        cap = staffing(k)
-        sched = cap.schedule
-        c = _Clock(clock.t0_seconds, sched)
-        runs = _replay(counts, dt_min, cap, c, mode, seeds, policy_index)
-        m = _mean_metrics(runs, sla_min, 1.0)
-        return (
-            m["sla_breach_share"] <= target[0] + 1e-12 and m["p95_wait_minutes"] <= target[1] + 1e-6
-        )
+    cache: dict[int, bool] = {}
 
-    hi = 1
-    while not meets(hi):
-        hi *= 2
-        if hi > 2**20:
-            return math.inf, math.inf
-    lo = hi // 2  # fails (or 0, never tested: zero staff cannot serve anyone)
+    def meets(k: int) -> bool:
+        if k <= 0:
+            return False  # nobody on duty serves no one (the policy has arrivals)
+        if k not in cache:
+            cap = staffing(k)
+            c = _Clock(clock.t0_seconds, cap.schedule)
+            runs = _replay(counts, dt_min, cap, c, mode, seeds, policy_index)
+            breach = np.mean([np.mean(r.sojourn > sla_min + _EPS_MIN) for r in runs])
+            p95 = np.mean([_quantile(r.wait, 0.95) for r in runs])
+            cache[k] = bool(breach <= target[0] + 1e-12 and p95 <= target[1] + 1e-6)
+        return cache[k]
+
+    # gallop from the guess (staffing scaled by the policy's work), then bisect
+    if meets(guess):
+        hi, step = guess, 1
+        while meets(guess - step):
+            hi = guess - step
+            step *= 2
+        lo = max(guess - step, 0)
+    else:
+        lo, step = guess, 1
+        while not meets(guess + step):
+            lo = guess + step
+            step *= 2
+            if step > 2**22:
+                return math.inf, math.inf
+        hi = guess + step
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if meets(mid):
@@ -1087,8 +1119,11 @@ def simulate_load(
         metrics[baseline]["p95_wait_minutes"],
     )
     for i, name in enumerate(names):
+        base_k = int(capacity.schedule[0]) if capacity.is_constant else 20
+        ratio = counts[i].sum() / max(1, counts[b_idx].sum())
+        guess = max(1, math.ceil(base_k * ratio))
         needed, scale = _solve_staffing(
-            counts[i], dt_min, capacity, clock, mode, seeds, i, sla_min, target
+            counts[i], dt_min, capacity, clock, mode, seeds, i, sla_min, target, guess
         )
         metrics[name]["reviewers_needed"] = needed
         metrics[name]["capacity_scale_needed"] = scale

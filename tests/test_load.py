@@ -380,6 +380,10 @@ def test_story_trigger_shift_week():
     assert rep.daily.height == 3 * 7
     assert "v2 naive" in repr(rep)
     assert json.loads(json.dumps(rep.to_dict(), allow_nan=False))["headline"] == head
+    sto = simulate_load(pairs, pol, sla="4h", mode="stochastic", n_seeds=2)
+    assert sto.capacity == rep.capacity  # the same default sizing
+    assert "v2 naive: backlog grows all week" in sto.headline()
+    assert "v2 calibrated: like v1" in sto.headline()
 
 
 # --- parameter errors ----------------------------------------------------------------------
