@@ -305,7 +305,9 @@ def _model_ids(pf: pq.ParquetFile, path: Path) -> tuple[set[Any], set[Any]]:
     out = []
     for column in (S.PRIMARY_MODEL, S.CANDIDATE_MODEL):
         vals = _stat_values(pf, column)
-        if vals is None:
+        # Without statistics, or when they disagree (they may hold truncated bounds), read the
+        # one column to get the exact values.
+        if vals is None or len(vals) > 1:
             vals = set(pq.read_table(path, columns=[column]).column(0).unique().to_pylist())
         vals = {v.decode() if isinstance(v, bytes) else v for v in vals}
         out.append(vals)
@@ -835,6 +837,11 @@ def _conform(frame: pl.DataFrame, where: str) -> pl.DataFrame:
         raise ValueError(
             f"PairLogWriter.{where}: the rows lack column(s) {missing}; existing columns: "
             f"{frame.columns}. Fix: pass every column of shadowlab.schema.PAIR_SCHEMA."
+        )
+    if frame[S.TS].null_count():
+        raise ValueError(
+            f"PairLogWriter.{where}: column {S.TS!r} has {frame[S.TS].null_count()} null values. "
+            "Fix: every row needs its request time (timezone-aware UTC)."
         )
     exprs = []
     for name, dtype in S.PAIR_SCHEMA.items():

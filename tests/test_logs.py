@@ -198,6 +198,11 @@ def test_writer_rejects_bad_batches_and_parameters(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match=r"row lacks column\(s\) \['served'\]"):
             log.write({k: v for k, v in make_pairs([0.1], [0.2]).row(0, named=True).items()
                        if k != S.SERVED})  # fmt: skip
+        no_ts = make_pairs([0.1], [0.2]).with_columns(
+            pl.lit(None, pl.Datetime("us", "UTC")).alias(S.TS)
+        )
+        with pytest.raises(ValueError, match="column 'ts' has 1 null values"):
+            log.write_batch(no_ts)
         log.write_batch(make_pairs([0.1], [0.2]).to_arrow())  # Arrow tables are accepted
     assert scan_pairs(tmp_path).collect().height == 1
     with pytest.raises(
