@@ -48,6 +48,7 @@ import difflib
 import functools
 import glob as _glob
 import os
+import re
 import threading
 import time
 import uuid
@@ -651,7 +652,14 @@ class PairLogWriter:
         self.rows_flushed = 0
         self.files_written = 0
         self.rows_dropped = 0
-        self._id = uuid.uuid4().hex[:8] if writer_id is None else str(writer_id)
+        if writer_id is not None and not (
+            isinstance(writer_id, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", writer_id)
+        ):
+            raise ValueError(
+                "The 'writer_id' parameter of PairLogWriter must be a str of 1 to 64 letters, "
+                f"digits, '-' or '_'. Got {writer_id!r} instead."
+            )
+        self._id = uuid.uuid4().hex[:8] if writer_id is None else writer_id
         self._seq = 0
         self._lock = threading.Lock()  # guards the buffer
         self._io_lock = threading.Lock()  # serialises file writes

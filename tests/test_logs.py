@@ -214,6 +214,14 @@ def test_writer_rejects_bad_batches_and_parameters(tmp_path: Path) -> None:
         PairLogWriter(tmp_path, max_seconds=0)
 
 
+def test_writer_id_names_files(tmp_path: Path) -> None:
+    with PairLogWriter(tmp_path, writer_id="synth-7") as log:
+        log.write_batch(make_pairs([0.1], [0.2]))
+    assert [p.name for p in tmp_path.rglob("*.parquet")] == ["part-000000-synth-7.parquet"]
+    with pytest.raises(ValueError, match="The 'writer_id' parameter of PairLogWriter must be"):
+        PairLogWriter(tmp_path, writer_id="../x")
+
+
 def test_million_row_round_trip(tmp_path: Path) -> None:
     n = 1_000_000
     df = big_frame(n)

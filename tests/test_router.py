@@ -211,6 +211,27 @@ def test_predict_serves_routed_model_and_logs_pair_rows(tmp_path: Path) -> None:
     assert (st_.requests, st_.served_candidate) == (500, int((out[S.SERVED] == "candidate").sum()))
 
 
+def test_latency_measured_with_the_given_clock(tmp_path: Path) -> None:
+    ticks = iter(range(0, 10_000, 2))  # seconds: every call of the clock advances 2 s
+
+    with PairLogWriter(tmp_path) as log:
+        r = router(0.0, log=log, clock=lambda: float(next(ticks)))
+        r.predict([0], "a", ts=WEEK_START)
+        r.predict_batch(np.zeros((4, 1)), ["b", "c", "d", "e"], WEEK_START)
+    out = scan_pairs(tmp_path).collect()
+    # one request: 2 s = 2000 ms per model; a batch of 4 (row-wise models): 2000 ms each row
+    assert out[S.PRIMARY_LATENCY].to_list() == [2000.0] * 5
+    assert out[S.CANDIDATE_LATENCY].to_list() == [2000.0] * 5
+    # a vectorised score_batch call is charged once and split evenly over its rows
+    ticks2 = iter(range(0, 10_000, 2))
+    vec = CanaryRouter(Flaky("v1"), Flaky("v2"), 0.0, log=None, salt="s",
+                       clock=lambda: float(next(ticks2)))  # fmt: skip
+    with PairLogWriter(tmp_path / "vec") as log:
+        vec.log = log
+        vec.predict_batch(np.zeros((4, 1)), ["b", "c", "d", "e"], WEEK_START)
+    assert scan_pairs(tmp_path / "vec").collect()[S.PRIMARY_LATENCY].to_list() == [500.0] * 4
+
+
 def test_both_models_score_every_request() -> None:
     r = router(0.5)
     for rid in IDS[:50]:
