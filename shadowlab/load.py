@@ -51,9 +51,9 @@ Modes
     start it earliest (the Kiefer–Wolfowitz recursion [4]_), so starts are in arrival order. With
     constant staffing this is a heap of ``c`` free-times (``heapq``); with an hour-of-week
     schedule it is two heaps (reviewers ahead by next possible start; available ones by index).
-    **Shift rule:** reviewer ``k`` is
-    on duty in hour ``h`` when ``k < reviewers[h]``; a reviewer whose shift ends mid-review
-    finishes that review (non-preemptive overtime) and starts no new one until back on duty.
+    **Shift rule:** reviewer ``k`` is on duty in hour ``h`` when ``k < reviewers[h]``; a
+    reviewer whose shift ends mid-review finishes that review (non-preemptive overtime) and
+    starts no new one until back on duty.
     Arrivals are review items (thousands to a few hundred thousand a week, not the millions of
     logged requests), so a Python loop per arrival is affordable. Measured with
     ``benchmarks/bench_load.py`` on 200 000 M/M/3 arrivals (2 shared cores): about 0.5-0.8 µs
