@@ -137,8 +137,12 @@ def test_erlang_c_matches_textbook_formula():
         assert wq == pytest.approx(expected * s / (c - a), rel=1e-12)
     # M/M/1: P(wait) = rho, Wq = rho s / (1 - rho)
     assert erlang_c(0.2, 4.0, 1) == pytest.approx((0.8, 16.0), rel=1e-12)
-    with pytest.raises(ValueError, match="stable"):
+    with pytest.raises(ValueError, match="The 'servers' parameter of erlang_c must be an int"):
         erlang_c(1.0, 3.0, 3)
+    with pytest.raises(ValueError, match="The 'arrival_rate' parameter of erlang_c must be"):
+        erlang_c(0.0, 3.0, 3)
+    with pytest.raises(ValueError, match="The 'mean_service' parameter of erlang_c must be"):
+        erlang_c(1.0, float("nan"), 3)
 
 
 def test_stochastic_matches_erlang_c_on_poisson_arrivals():
