@@ -15,7 +15,8 @@ week's traffic?" three ways, and says how far each can be trusted:
   CBPE): if a score is a calibrated probability ``p``, a flagged request is a true positive with
   probability ``p``, so expected TP = sum of ``p`` over flagged requests, expected positives = sum
   of ``p`` over all requests. Valid only as far as the scores are calibrated, hence reported next
-  to the calibration and marked untrusted when the ECE exceeds ``ece_limit``.
+  to the calibration and marked 'miscalibrated' (or 'unverified' when too few out-of-sample
+  labels exist to tell) -- see :func:`operating_point_metrics`, parameter ``ece_limit``.
 
 Passes and data moved (issue 11): labels are small and collected; the labelled pairs (a few
 percent of the week) are fetched with one :meth:`~shadowlab.engine.Source.pull` keyed on the
@@ -88,12 +89,14 @@ class OperatingPointMetrics:
         Reliability curves: ``data`` in {'audit', 'reference'}, ``model``, ``probabilities`` in
         {'raw', 'isotonic'}, ``bin``, ``mean_score``, ``observed_rate``, ``weight``.
     calibration : polars.DataFrame
-        ``data``, ``model``, ``probabilities``, ``ece``, ``n``.
+        ``data``, ``model``, ``probabilities``, ``ece``, ``relative_ece`` (ECE / observed positive
+        rate), ``observed_positives`` and ``expected_positives`` (weighted), ``z`` (their
+        difference in standard deviations, calibration-in-the-large), ``n``, ``positives``.
     estimate : polars.DataFrame
         The label-free estimate per model: ``probabilities`` used, ``threshold``,
         ``expected_flags`` (the flag count, known exactly), ``expected_tp``,
         ``expected_positives``, ``expected_precision``, ``expected_recall``, ``trusted``,
-        ``reason``.
+        ``status`` ('calibrated', 'unverified', 'miscalibrated'), ``reason``.
     warning : str
         The selective-labels warning (always present; see :data:`SELECTIVE_LABELS_WARNING`).
     passes : tuple of dict
@@ -156,7 +159,7 @@ class OperatingPointMetrics:
             lines.append(
                 f"  label-free {row['model']:<9} ({row['probabilities']}): "
                 f"precision~{row['expected_precision']:.3f}, recall~{row['expected_recall']:.3f}, "
-                f"trusted={row['trusted']}"
+                f"{row['status']}"
             )
         lines.append(f"  warning: {self.warning}")
         lines.extend(f"  note: {n}" for n in self.notes)
@@ -481,6 +484,50 @@ def _iso_expr(col: str, iso: IsotonicRegression) -> pl.Expr:
     return pl.col(col).map_batches(interp, return_dtype=pl.Float64, is_elementwise=True)
 
 
+_MIN_POSITIVES = 30
+"""Fewest labelled positives for an out-of-sample calibration check to count as a verification."""
+_Z_REJECT = 2.5758293035489004  # two-sided 1 % normal quantile
+
+
+def _trust(
+    checks: dict[tuple[str, str, str], dict[str, Any]], model: str, version: str, limit: float
+) -> tuple[str, str]:
+    """'calibrated', 'unverified' or 'miscalibrated', with the reason in words.
+
+    Only out-of-sample data count: the audit slice always, the reference only for raw scores
+    (isotonic is fitted on it). Miscalibrated: relative ECE above ``limit`` on data with at least
+    ``_MIN_POSITIVES`` positives, or observed vs expected positives (calibration-in-the-large)
+    off by more than ``_Z_REJECT`` standard deviations.
+    """
+    sets = [
+        checks[k]
+        for k in (("audit", model, version), ("reference", model, version))
+        if k in checks and not (k[0] == "reference" and version == "isotonic")
+    ]
+    if not sets:
+        return "unverified", "no out-of-sample labels to check calibration against"
+    for row in sets:
+        if abs(row["z"]) > _Z_REJECT:
+            return "miscalibrated", (
+                f"on {row['data']} labels {row['observed_positives']:.1f} positives observed vs "
+                f"{row['expected_positives']:.1f} expected from the scores (z={row['z']:.1f})"
+            )
+        if row["positives"] >= _MIN_POSITIVES and row["relative_ece"] > limit:
+            return "miscalibrated", (
+                f"ECE on {row['data']} labels is {row['relative_ece']:.0%} of the positive rate "
+                f"(limit {limit:.0%})"
+            )
+    enough = [r for r in sets if r["positives"] >= _MIN_POSITIVES]
+    if not enough:
+        best = max(sets, key=lambda r: r["positives"])
+        return "unverified", (
+            f"only {best['positives']} positives on {best['data']} labels (need "
+            f"{_MIN_POSITIVES}) to confirm the calibration; no gross miscalibration seen"
+        )
+    desc = ", ".join(f"{r['relative_ece']:.0%} on {r['data']}" for r in enough)
+    return "calibrated", f"ECE relative to the positive rate {desc} (limit {limit:.0%})"
+
+
 # -- the public function -------------------------------------------------------------------------
 
 
@@ -498,7 +545,7 @@ def operating_point_metrics(
     recalibrate: bool = False,
     n_bins: int = 10,
     strategy: Literal["quantile", "uniform"] = "quantile",
-    ece_limit: float = 0.02,
+    ece_limit: float = 0.3,
 ) -> OperatingPointMetrics:
     """Precision, recall, flag rate, AP and ROC AUC of both models at their operating points.
 
@@ -529,9 +576,14 @@ def operating_point_metrics(
     n_bins : int, default 10
     strategy : {'quantile', 'uniform'}, default 'quantile'
         Reliability-curve binning (as in :func:`sklearn.calibration.calibration_curve`).
-    ece_limit : float, default 0.02
-        The label-free estimate is marked untrusted when the ECE of the probabilities it uses
-        exceeds this on the audit slice (or, without audit labels, on the reference).
+    ece_limit : float, default 0.3
+        Largest ECE, relative to the observed positive rate, at which the probabilities behind
+        the label-free estimate count as calibrated. Fraud is rare, so an absolute ECE limit
+        would pass anything: an ECE of 0.007 at a 0.8 % fraud rate is a 90 % error. Checked on
+        out-of-sample labels only (the audit slice; the reference for raw scores) with at least
+        30 positives; an observed-vs-expected positives count off by more than 2.58 standard
+        deviations also fails. The estimate's ``status`` is 'calibrated' (``trusted``),
+        'unverified' (too few out-of-sample positives to tell) or 'miscalibrated'.
 
     Returns
     -------
@@ -562,6 +614,8 @@ def operating_point_metrics(
     .. [3] E. B. Wilson, "Probable inference, the law of succession, and statistical inference",
            JASA 22 (1927) 209-212.
     .. [4] C. Guo et al., "On calibration of modern neural networks", ICML 2017.
+    .. [6] B. Van Calster et al., "Calibration: the Achilles heel of predictive analytics",
+           BMC Medicine 17 (2019) 230 (calibration-in-the-large, observed vs expected).
     .. [5] B. Efron and R. J. Tibshirani, *An Introduction to the Bootstrap*, Chapman & Hall,
            1993 (percentile intervals).
     """
@@ -749,43 +803,47 @@ def operating_point_metrics(
         datasets.append(
             ("audit", {m: audit[S.score_column(m)].to_numpy() for m in MODELS}, y_a, ht)
         )
-    ece_of: dict[tuple[str, str, str], float] = {}
+    checks: dict[tuple[str, str, str], dict[str, float]] = {}
+
+    def calibrate_on(data: str, m: str, ver: str, y: np.ndarray, s: np.ndarray, w) -> None:
+        p = np.clip(_apply(isos[m] if ver == "isotonic" else None, s), 0.0, 1.0)
+        curve = reliability_curve(y, p, weights=w, n_bins=n_bins, strategy=strategy)
+        rel_parts.append(
+            curve.select(
+                pl.lit(data).alias("data"),
+                pl.lit(m).alias("model"),
+                pl.lit(ver).alias("probabilities"),
+                pl.all(),
+            )
+        )
+        e = expected_calibration_error(y, p, weights=w, n_bins=n_bins, strategy=strategy)
+        ww = np.ones_like(p) if w is None else np.asarray(w, dtype=float)
+        observed, expected = float(np.sum(ww * y)), float(np.sum(ww * p))
+        var = float(np.sum(ww * ww * p * (1 - p)))
+        row = dict(
+            data=data,
+            model=m,
+            probabilities=ver,
+            ece=e,
+            relative_ece=e / (observed / np.sum(ww)) if observed > 0 else math.nan,
+            observed_positives=observed,
+            expected_positives=expected,
+            z=(observed - expected) / math.sqrt(var) if var > 0 else math.nan,
+            n=int(y.size),
+            positives=int(np.sum(y)),
+        )
+        checks[(data, m, ver)] = row
+        cal_rows.append(row)
+
     for data, scores, y, w in datasets:
         for m, ver in versions:
-            p = np.clip(_apply(isos[m] if ver == "isotonic" else None, scores[m]), 0.0, 1.0)
-            curve = reliability_curve(y, p, weights=w, n_bins=n_bins, strategy=strategy)
-            rel_parts.append(
-                curve.select(
-                    pl.lit(data).alias("data"),
-                    pl.lit(m).alias("model"),
-                    pl.lit(ver).alias("probabilities"),
-                    pl.all(),
-                )
-            )
-            e = expected_calibration_error(y, p, weights=w, n_bins=n_bins, strategy=strategy)
-            ece_of[(data, m, ver)] = e
-            cal_rows.append(dict(data=data, model=m, probabilities=ver, ece=e, n=int(y.size)))
+            calibrate_on(data, m, ver, y, scores[m], w)
     ref_rows = None
     if ref is not None:
         for m, ver in versions:
             part = ref.filter(pl.col("model") == m)
-            y = part["label"].to_numpy()
-            p = np.clip(
-                _apply(isos[m] if ver == "isotonic" else None, part["score"].to_numpy()), 0.0, 1.0
-            )
-            curve = reliability_curve(y, p, n_bins=n_bins, strategy=strategy)
-            rel_parts.append(
-                curve.select(
-                    pl.lit("reference").alias("data"),
-                    pl.lit(m).alias("model"),
-                    pl.lit(ver).alias("probabilities"),
-                    pl.all(),
-                )
-            )
-            e = expected_calibration_error(y, p, n_bins=n_bins, strategy=strategy)
-            ece_of[("reference", m, ver)] = e
-            cal_rows.append(
-                dict(data="reference", model=m, probabilities=ver, ece=e, n=int(y.size))
+            calibrate_on(
+                "reference", m, ver, part["label"].to_numpy(), part["score"].to_numpy(), None
             )
         if any(v == "isotonic" for _, v in versions):
             notes.append(
@@ -839,7 +897,12 @@ def operating_point_metrics(
             "model": pl.String,
             "probabilities": pl.String,
             "ece": pl.Float64,
+            "relative_ece": pl.Float64,
+            "observed_positives": pl.Float64,
+            "expected_positives": pl.Float64,
+            "z": pl.Float64,
             "n": pl.Int64,
+            "positives": pl.Int64,
         },
     )
 
@@ -849,21 +912,12 @@ def operating_point_metrics(
         ver = "isotonic" if isos[m] is not None else "raw"
         etp, epos = float(tot[f"ptp_{m}_{ver}"]), float(tot[f"psum_{m}_{ver}"])
         flags_m = int(tot[f"flags_{m}"])
-        check = ("audit", m, ver) if ("audit", m, ver) in ece_of else ("reference", m, ver)
-        e = ece_of.get(check, math.nan)
-        if math.isnan(e):
-            trusted, reason = (
-                False,
-                "no labels to check calibration (no audit labels, no reference)",
-            )
-        elif check[0] == "reference" and ver == "isotonic":
-            trusted, reason = False, "only in-sample calibration available (no audit labels)"
-        elif e > ece_limit:
-            trusted, reason = False, f"ECE {e:.4f} on {check[0]} exceeds {ece_limit:g}"
-        else:
-            trusted, reason = True, f"ECE {e:.4f} on {check[0]} <= {ece_limit:g}"
-        if not trusted:
+        status, reason = _trust(checks, m, ver, ece_limit)
+        trusted = status == "calibrated"
+        if status == "miscalibrated":
             notes.append(f"Do not trust the label-free estimate for {m}: {reason}.")
+        elif status == "unverified":
+            notes.append(f"The label-free estimate for {m} is unverified: {reason}.")
         est_rows.append(
             dict(
                 model=m,
@@ -875,6 +929,7 @@ def operating_point_metrics(
                 expected_precision=etp / flags_m if flags_m else math.nan,
                 expected_recall=etp / epos if epos > 0 else math.nan,
                 trusted=trusted,
+                status=status,
                 reason=reason,
             )
         )
