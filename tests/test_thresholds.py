@@ -301,3 +301,37 @@ def test_data_errors():
         calibrate_threshold(make_pairs([], []), 0.5)
     with pytest.raises(ValueError, match="The 'per_day' parameter of Capacity"):
         Capacity(per_day=-1)
+
+
+def test_cli_calibrate(tmp_path, rng, capsys):
+    from shadowlab.cli import main
+
+    n = 700
+    p = rng.uniform(0, 1, n)
+    c = np.round(rng.uniform(0, 1, n), 3)
+    path = tmp_path / "pairs.parquet"
+    make_pairs(p, c, country=rng.choice(["US", "DE"], n).tolist()).write_parquet(path)
+    out = tmp_path / "cal.json"
+    code = main(
+        [
+            "calibrate",
+            str(path),
+            "--primary-threshold",
+            "0.9",
+            "--by",
+            "country",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "ThresholdCalibration(threshold=" in text and "Segments" in text
+    got = json.loads(out.read_text())["calibration"]
+    assert got["threshold"] == brute_force(c, int(np.sum(p >= 0.9)), "nearest", True)[0]
+    assert main(["calibrate", str(path), "--primary-threshold", "0.9", "--target", "x"]) == 2
+    assert main(["calibrate", str(path), "--primary-threshold", "0.9", "--per-segment"]) == 2
+    assert (
+        main(["calibrate", str(path), "--primary-threshold", "0.9", "--target", "capacity:5"]) == 0
+    )
+    assert "capacity=5/day" in capsys.readouterr().out
