@@ -123,7 +123,14 @@ class SklearnModel:
 
 
 class ServedModelError(RuntimeError):
-    """The served model failed and the failure policy is ``"raise"`` (or both models failed)."""
+    """The served model failed and the failure policy is ``"raise"`` (or both models failed).
+
+    Raised by :meth:`CanaryRouter.predict_batch`, it carries the batch's answers in ``result``
+    (a :class:`BatchPrediction`; ``scores`` is NaN exactly on the failed requests and
+    ``failed`` marks them), so the requests that did succeed can still be answered.
+    """
+
+    result: BatchPrediction | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,6 +310,9 @@ class BatchPrediction:
     audit : ndarray of bool
     primary_scores, candidate_scores : ndarray of float (NaN where that model failed)
     primary_errors, candidate_errors : list of (str or None)
+    failed : ndarray of bool
+        Requests without an answer (the served model failed and there was no fallback); only
+        seen through :attr:`ServedModelError.result`.
     """
 
     scores: np.ndarray
@@ -313,6 +323,7 @@ class BatchPrediction:
     candidate_scores: np.ndarray
     primary_errors: list[str | None]
     candidate_errors: list[str | None]
+    failed: np.ndarray
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -757,16 +768,7 @@ class CanaryRouter:
                     )
                 )
             )
-        if failed.any():
-            bad = np.flatnonzero(failed)
-            first = [ids[i] for i in bad[:3]]
-            i0 = bad[0]
-            err0 = p_err[i0] if not to_candidate[i0] else c_err[i0]
-            raise ServedModelError(
-                f"served model failed for {len(bad)} of {n} requests (first {first}: {err0}); "
-                f"on_served_failure={cfg.on_served_failure!r}. The rows are logged."
-            )
-        return BatchPrediction(
+        result = BatchPrediction(
             scores=scores,
             served=served,
             routed=routed,
@@ -775,7 +777,21 @@ class CanaryRouter:
             candidate_scores=c,
             primary_errors=p_err,
             candidate_errors=c_err,
+            failed=failed,
         )
+        if failed.any():
+            bad = np.flatnonzero(failed)
+            first = [ids[i] for i in bad[:3]]
+            i0 = bad[0]
+            err0 = p_err[i0] if not to_candidate[i0] else c_err[i0]
+            error = ServedModelError(
+                f"served model failed for {len(bad)} of {n} requests (first {first}: {err0}); "
+                f"on_served_failure={cfg.on_served_failure!r}. The rows are logged; the other "
+                "answers are in this error's .result."
+            )
+            error.result = result
+            raise error
+        return result
 
     def _batch_frame(
         self,

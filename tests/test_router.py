@@ -266,8 +266,9 @@ def test_served_failure_raise_policy_logs_then_raises(tmp_path: Path, fail: str)
         r = CanaryRouter(Const("v1", fail=fail), Const("v2", 0.7), 0.0, log=log, salt="x")
         with pytest.raises(ServedModelError, match="served model 'v1' failed for request 'a'"):
             r.predict([0], "a")
-        with pytest.raises(ServedModelError, match="served model failed for 3 of 3 requests"):
+        with pytest.raises(ServedModelError, match="served model failed for 3 of 3 requests") as e:
             r.predict_batch(np.zeros((3, 1)), ["b", "c", "d"])
+        assert e.value.result is not None and e.value.result.failed.tolist() == [True] * 3
     rows = scan_pairs(tmp_path).collect()
     assert rows[S.REQUEST_ID].to_list() == ["a", "b", "c", "d"]  # failures are logged too
     assert rows[S.PRIMARY_ERROR].null_count() == 0
@@ -304,14 +305,20 @@ def test_predict_batch_matches_predict_row_by_row(tmp_path: Path) -> None:
             r = CanaryRouter(Flaky("v1", batch=False), Flaky("v2", scale=2.0), 0.4, log=log,
                              salt="same", audit_rate=0.3, on_served_failure="fallback")  # fmt: skip
             if mode == "single":
+                answered = np.full(400, np.nan)
                 for i in range(400):
                     try:
-                        r.predict(X[i], ids[i], ts=ts[i], context={"country": country[i]})
+                        a = r.predict(X[i], ids[i], ts=ts[i], context={"country": country[i]})
+                        answered[i] = a.score
                     except ServedModelError:
                         pass
             else:
-                with pytest.raises(ServedModelError, match="served model failed for"):
+                with pytest.raises(ServedModelError, match="served model failed for") as e:
                     r.predict_batch(X, ids, ts, context={"country": country})
+                res = e.value.result
+                assert res is not None
+                assert np.array_equal(np.isnan(res.scores), res.failed)
+                assert np.array_equal(res.scores[~res.failed], answered[~res.failed])
         outs[mode] = (
             scan_pairs(tmp_path / mode).collect().drop(S.PRIMARY_LATENCY, S.CANDIDATE_LATENCY)
         )
