@@ -965,11 +965,194 @@ def _check_feedback(ctx: _Context) -> CheckResult:
     )
 
 
-def _unavailable(module: str, what: str) -> Callable[[_Context], CheckResult]:
-    def check(ctx: _Context) -> CheckResult:
-        raise _Inconclusive(f"{module}.{what} is not available in this shadowlab build")
+def _window_label(value: Any) -> str:
+    if isinstance(value, dt.datetime):
+        return value.date().isoformat() if value.time() == dt.time(0) else value.isoformat()
+    return str(value)
 
-    return check
+
+def _check_outputs(ctx: _Context) -> CheckResult:
+    pol = ctx.policy.checks.outputs
+    compare_scores = _need("shadowlab.drift", "compare_scores")
+    if ctx.reference is None:
+        raise _Inconclusive(
+            "no reference (offline eval) scores were given, so v2's production scores cannot be "
+            "held against what was validated (--reference or the policy's reference)"
+        )
+    ref = {
+        m: ctx.reference.filter(pl.col("model") == m)["score"].cast(pl.Float64).drop_nulls()
+        for m in (S.PRIMARY, S.CANDIDATE)
+    }
+    ref = {m: v for m, v in ref.items() if v.len() > 0}
+    if S.CANDIDATE not in ref:
+        raise _Inconclusive("the reference holds no 'candidate' scores")
+    cmp = compare_scores(ctx.source, reference=ref, every=pol.every)
+    table = cmp.table
+    cols = ["window", "ks_statistic", "psi", "ks_pvalue", "wasserstein"]
+
+    def rows(comparison: str, model: str) -> list[dict[str, Any]]:
+        part = table.filter((pl.col("comparison") == comparison) & (pl.col("model") == model))
+        extra = [c for c in ("spearman", "discordant_share") if c in part.columns]
+        keep = [c for c in cols + extra if c in part.columns]
+        out = part.sort("window").select(keep).to_dicts()
+        for r in out:
+            r["window"] = _window_label(r["window"])
+        return out
+
+    v2_ref = rows("vs_reference", S.CANDIDATE)
+    if not v2_ref:
+        raise _Inconclusive("compare_scores returned no v2-versus-reference comparison")
+    v1_ref = rows("vs_reference", S.PRIMARY)
+    paired = rows("candidate_vs_primary", S.CANDIDATE)
+    drift_v2 = rows("vs_first_window", S.CANDIDATE)
+    drift_v1 = rows("vs_first_window", S.PRIMARY)
+    bad = [r for r in v2_ref if r["psi"] > pol.max_psi or r["ks_statistic"] > pol.max_ks]
+    worst = max(v2_ref, key=lambda r: r["psi"])
+    details = {
+        "candidate_vs_reference": v2_ref,
+        "primary_vs_reference": v1_ref,
+        "candidate_vs_primary": paired,
+        "candidate_vs_first_window": drift_v2,
+        "primary_vs_first_window": drift_v1,
+        "limits": {"max_psi": pol.max_psi, "max_ks": pol.max_ks},
+        "note": "PSI and KS D are effect sizes (higher = further apart); at a week's volume every "
+        "p-value is ~0, so the limits apply to the effect sizes. v2 against v1 is paired (same "
+        "requests) and only reported.",
+        "notes": list(cmp.notes),
+    }
+    v1_worst = max((r["psi"] for r in v1_ref), default=None)
+    v1_note = "" if v1_worst is None else f"; v1 vs its reference: max PSI {v1_worst:.3g}"
+    paired_note = ""
+    if paired:
+        psi_pair = max(r["psi"] for r in paired)
+        paired_note = f"; v2 vs v1 on the same requests: max PSI {psi_pair:.3g} (reported)"
+    if bad:
+        days = ", ".join(
+            f"{r['window']} PSI {r['psi']:.3g} KS {r['ks_statistic']:.3g}" for r in bad[:3]
+        )
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        both = (
+            " v1 moved as well, so the inputs changed, not only v2"
+            if v1_worst is not None and v1_worst > pol.max_psi
+            else ""
+        )
+        return _result(
+            ctx,
+            "outputs",
+            True,
+            worst["psi"],
+            pol.max_psi,
+            f"v2's scores left its reference on {len(bad)} of {len(v2_ref)} days: "
+            f"{days}{more}{v1_note}.{both}",
+            details,
+        )
+    return _result(
+        ctx,
+        "outputs",
+        False,
+        worst["psi"],
+        pol.max_psi,
+        f"v2's scores match its reference every day (max PSI {worst['psi']:.3g}, max "
+        f"KS {max(r['ks_statistic'] for r in v2_ref):.3g}){v1_note}{paired_note}.",
+        details,
+    )
+
+
+def _check_accuracy(ctx: _Context) -> CheckResult:
+    pol = ctx.policy.checks.accuracy
+    t2 = _need_candidate_threshold(ctx)
+    operating_point_metrics = _need("shadowlab.accuracy", "operating_point_metrics")
+    if ctx.labels is None:
+        raise _Inconclusive("no labels were given")
+    om = operating_point_metrics(
+        ctx.source,
+        ctx.labels,
+        ctx.primary_threshold,
+        t2,
+        reference=ctx.reference,
+        seed=ctx.seed,
+        confidence=pol.confidence,
+        inclusive=ctx.policy.thresholds.inclusive,
+    )
+    slice_ = "audit" if pol.unbiased else "all_labels"
+    figures: dict[str, Any] = {}
+    failures: list[str] = []
+    for metric, allowed in (("precision", pol.max_precision_drop), ("recall", pol.max_recall_drop)):
+        try:
+            v1 = om.metric(slice_, S.PRIMARY, metric)
+            v2 = om.metric(slice_, S.CANDIDATE, metric)
+            diff = om.metric(slice_, "difference", metric)
+        except KeyError as exc:
+            raise _Inconclusive(f"no {metric} on the {slice_} slice ({exc})") from exc
+        if not all(math.isfinite(x) for x in (*v1, *v2, *diff)):
+            raise _Inconclusive(
+                f"{metric} on the {slice_} slice is undefined (no positives or no flags there)"
+            )
+        figures[metric] = {"primary": v1, "candidate": v2, "difference": diff, "allowed": allowed}
+        # A drop counts only when the whole interval of v2 - v1 lies below -allowed.
+        if diff[2] < -allowed:
+            failures.append(
+                f"{metric} {v2[0]:.3f} vs v1 {v1[0]:.3f} (difference {diff[0]:+.3f}, "
+                f"interval [{diff[1]:+.3f}, {diff[2]:+.3f}] below -{allowed})"
+            )
+    ap_note = ""
+    if om.reference is not None and om.reference.height:
+        ref_rows = {r["model"]: r for r in om.reference.iter_rows(named=True)}
+        r2 = ref_rows.get(S.CANDIDATE)
+        if r2 is not None and r2.get("reference_ap") is not None:
+            try:
+                ap = om.metric(slice_, S.CANDIDATE, "average_precision")
+            except KeyError:
+                ap = (math.nan, math.nan, math.nan)
+            figures["average_precision_vs_reference"] = {
+                "reference_ap": r2["reference_ap"],
+                "production_ap": ap,
+                "allowed": pol.max_ap_drop_vs_reference,
+            }
+            if math.isfinite(ap[2]):
+                ap_note = f"; AP {ap[0]:.3f} in production vs {r2['reference_ap']:.3f} offline"
+                if r2["reference_ap"] - ap[2] > pol.max_ap_drop_vs_reference:
+                    failures.append(
+                        f"v2's production AP {ap[0]:.3f} (interval up to {ap[2]:.3f}) is more "
+                        f"than {pol.max_ap_drop_vs_reference} below its offline "
+                        f"{r2['reference_ap']:.3f}"
+                    )
+    details = {
+        "slice": slice_,
+        "figures": figures,
+        "n_labelled": om.n_labelled,
+        "n_audit_labelled": om.n_audit_labelled,
+        "warning": om.warning,
+        "metrics": om.metrics,
+        "reference": om.reference,
+        "estimate": om.estimate,
+        "notes": list(om.notes),
+    }
+    p, r = figures["precision"], figures["recall"]
+    value = p["difference"][0]
+    where = "audit slice (unbiased)" if pol.unbiased else "all labels (biased toward v1)"
+    if failures:
+        return _result(
+            ctx,
+            "accuracy",
+            True,
+            value,
+            -pol.max_precision_drop,
+            f"v2 worse on the {where}: " + "; ".join(failures) + ".",
+            details,
+        )
+    return _result(
+        ctx,
+        "accuracy",
+        False,
+        value,
+        -pol.max_precision_drop,
+        f"On the {where}: precision v2 {p['candidate'][0]:.3f} vs v1 "
+        f"{p['primary'][0]:.3f} (v2-v1 in [{p['difference'][1]:+.3f}, "
+        f"{p['difference'][2]:+.3f}]), recall {r['candidate'][0]:.3f} vs "
+        f"{r['primary'][0]:.3f}{ap_note}; no drop beyond the limits.",
+        details,
+    )
 
 
 def _optional(module: str, name: str) -> Any:
@@ -986,10 +1169,10 @@ def _optional(module: str, name: str) -> Any:
 _CHECK_FUNCTIONS: dict[str, Callable[[_Context], CheckResult]] = {
     "enough_data": _check_enough_data,
     "production_health": _check_production_health,
-    "outputs": _unavailable("shadowlab.drift", "compare_scores"),
+    "outputs": _check_outputs,
     "trigger_parity": _check_trigger_parity,
     "load": _check_load,
-    "accuracy": _unavailable("shadowlab.thresholds", "operating_point_metrics"),
+    "accuracy": _check_accuracy,
     "feedback": _check_feedback,
 }
 
