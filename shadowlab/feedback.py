@@ -301,8 +301,11 @@ class FeedbackReport:
     immature_days : tuple of datetime.date
     training_sets : polars.DataFrame
         The labelled set each policy would produce (``primary`` = v1 flags + audit,
-        ``candidate`` = v2 flags + audit): ``size``, ``labelled``, ``positive_rate`` (estimate),
-        ``positive_rate_low`` / ``positive_rate_high`` (Manski bounds).
+        ``candidate`` = v2 flags + audit): ``size``, ``labelled``, ``positive_rate`` (estimate:
+        the part today's policy reviews or audits at its observed rate, the rest at the audit
+        slice's rate where this model flags and v1 does not; projected onto the bounds),
+        ``positive_rate_low`` / ``positive_rate_high`` (Manski bounds) and
+        ``naive_positive_rate`` (among the labels that exist).
     composition : polars.DataFrame
         ``feature`` (``primary_score``, ``candidate_score`` or a segment column) and its ``psi``
         between the two policies' sets (higher = further apart).
@@ -1081,14 +1084,16 @@ def _training_sets(cells: pl.DataFrame, confidence: float) -> pl.DataFrame:
             p_unseen = region.p if region is not None else 0.0
             known_total = 0.0 if known.size == 0 else known.size * _nan0(known.p)
             est = _ratio(known_total + unseen_size * p_unseen, size)
+        low, high = _ratio(pos, size), _ratio(size - neg, size)
+        est, _ = _project(est, (est, est), low, high)
         rows.append(
             {
                 "policy": policy,
                 "size": int(size),
                 "labelled": int(labelled),
                 "positive_rate": est,
-                "positive_rate_low": _ratio(pos, size),
-                "positive_rate_high": _ratio(size - neg, size),
+                "positive_rate_low": low,
+                "positive_rate_high": high,
                 "naive_positive_rate": _ratio(pos, pos + neg),
             }
         )
