@@ -90,6 +90,15 @@ def test_round_trip_partitions_metadata_and_context(tmp_path: Path) -> None:
     assert out.equals(df.sort(S.REQUEST_ID))
 
 
+def test_rows_out_of_day_order_are_partitioned(tmp_path: Path) -> None:
+    df = make_pairs([0.1, 0.2, 0.3, 0.4], [0.5] * 4, seconds=[86_400, 5, 86_401, 6])
+    with PairLogWriter(tmp_path) as log:
+        log.write_batch(df)
+    by_day = {p.parent.name: pq.read_table(p)[S.REQUEST_ID].to_pylist()
+              for p in tmp_path.rglob("*.parquet")}  # fmt: skip
+    assert by_day == {"date=2026-11-02": ["r1", "r3"], "date=2026-11-03": ["r0", "r2"]}
+
+
 def test_flush_by_row_count(tmp_path: Path) -> None:
     df = big_frame(250, days=1)
     log = PairLogWriter(tmp_path, max_rows=100, max_seconds=3600)
