@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -352,6 +353,21 @@ def test_duplicate_request_ids_error_or_keep_first(tmp_path: Path) -> None:
     assert out.sort(S.REQUEST_ID)[S.PRIMARY_SCORE].to_list() == [0.1, 0.2, 0.8]  # first r1 kept
     with pytest.raises(ValueError, match=r"The 'duplicates' parameter of scan_pairs must be"):
         scan_pairs(tmp_path, duplicates="last")  # type: ignore[arg-type]
+
+
+def test_id_check_is_cached_per_file_set_and_invalidated(tmp_path: Path) -> None:
+    a = write_file(make_pairs([0.1, 0.2], [0.3, 0.4]), tmp_path / "date=1" / "a.parquet")
+    assert scan_pairs(tmp_path).collect().height == 2
+    assert scan_pairs(tmp_path).collect().height == 2  # cached pass, same answer
+    write_file(make_pairs([0.5], [0.6], request_ids=["r0"]), tmp_path / "date=2" / "b.parquet")
+    with pytest.raises(LogValidationError, match="1 duplicate rows"):
+        scan_pairs(tmp_path)  # a new file is a new key
+    (tmp_path / "date=2" / "b.parquet").unlink()
+    scan_pairs(tmp_path)
+    write_file(make_pairs([0.1, 0.2], [0.3, 0.4], request_ids=["x", "x"]), a)  # rewritten
+    os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 10**9))
+    with pytest.raises(LogValidationError, match="1 duplicate rows"):
+        scan_pairs(tmp_path)
 
 
 def test_naive_timestamps(tmp_path: Path) -> None:
