@@ -12,7 +12,11 @@ Passes over the pairs (issue 11)
 ``floor(epoch_us / interval_us)``) it counts the logged rows, each policy's arrivals and each
 policy's null scores, for every policy at once. The partial summary is a few thousand rows per
 week whatever the number of pairs and merges by summing, so the same code runs on polars and on
-Spark. Everything after it (the queue) runs locally on those small series.
+Spark. Everything after it (the queue) runs locally on those small series. Measured with
+``benchmarks/bench_load.py`` (fluid mode, three policies, default staffing, 2 shared cores under
+load): 10 M logged rows in about 4 s (2.6 s of it the aggregation pass), 50 M rows in about 16 s
+(11.6 s the pass; the local finish, including the staffing solve over 2 M review items per
+policy, about 4 s).
 
 Decision rules
 --------------
