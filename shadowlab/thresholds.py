@@ -35,9 +35,14 @@ from shadowlab.engine import Aggregation, Source, as_source
 
 __all__ = ["Capacity", "ThresholdCalibration", "calibrate_threshold", "wilson_interval"]
 
-_BINS = 1 << 14
-"""Histogram bins on [0, 1]; a power of two so that ``score * _BINS`` is exact and bins are exact."""
-_MAX_PULL = 1_000_000
+_BINS = 64
+"""First-pass bins on [0, 1]; a power of two so that ``score * _BINS`` and the bins are exact.
+Coarse on purpose: the first pass is also keyed by hour, v1 flag and segment (the stability
+tables come from it), and the refinement pull resolves the critical bin exactly."""
+_SUB_BINS = 256
+"""Sub-bins of a zoom pass over one oversized critical bin."""
+_HOUR_US = 3_600_000_000
+_MAX_PULL = 2_000_000
 """A critical bin with more rows than this (and more than one distinct value) is zoomed first."""
 _MAX_ZOOM = 8
 
@@ -251,31 +256,98 @@ def _flag(col: str, threshold: float, inclusive: bool) -> pl.Expr:
     return pl.col(col) >= threshold if inclusive else pl.col(col) > threshold
 
 
+def _clean(col: str) -> pl.Expr:
+    # NaN and infinite scores are failures, like nulls (scan_pairs already nulls them).
+    return pl.when(pl.col(col).is_finite()).then(pl.col(col))
+
+
 def _bin0(x: pl.Expr) -> pl.Expr:
-    # floor(x * 2**k) is exact and monotone: bins are [j/2**k, (j+1)/2**k), -1 below 0, _BINS >= 1.
+    # floor(x * 2**k) is exact and monotone: bins [j/2**k, (j+1)/2**k), -1 below 0, _BINS for >= 1.
     return (x * float(_BINS)).floor().clip(-1.0, float(_BINS)).cast(pl.Int64)
 
 
 def _subbin(x: pl.Expr, lo: float, hi: float) -> pl.Expr:
     # Monotone in x (each floating operation is), so sub-bins stay ordered; lo -> 0, hi -> last.
-    return ((x - lo) / (hi - lo) * float(_BINS)).floor().clip(0.0, float(_BINS - 1)).cast(pl.Int64)
+    return (
+        ((x - lo) / (hi - lo) * float(_SUB_BINS))
+        .floor()
+        .clip(0.0, float(_SUB_BINS - 1))
+        .cast(pl.Int64)
+    )
+
+
+def _hour() -> pl.Expr:
+    return pl.col(S.TS).dt.epoch("us") // _HOUR_US
+
+
+def _hist_agg(
+    bin_expr: pl.Expr,
+    n_bins: int,
+    by: list[str],
+    t1: float,
+    inclusive: bool,
+    pred: pl.Expr | None = None,
+) -> Aggregation:
+    """Histogram of the candidate score per (hour, v1 flag, bin, *by) in one packed int key.
+
+    ``bin_expr`` maps the cleaned candidate score to ``0 .. n_bins - 1``. Rows where either score
+    failed get bin slot ``-1`` (their min/max/naive are meaningless and dropped by the finish).
+    """
+    c = _clean(S.CANDIDATE_SCORE)
+    p = _clean(S.PRIMARY_SCORE)
+    flag1 = (p >= t1) if inclusive else (p > t1)
+    inner = (flag1.cast(pl.Int64) * n_bins + bin_expr).fill_null(-1)
+    key = _hour() * (2 * n_bins + 1) + inner + 1
+    naive = (c >= t1) if inclusive else (c > t1)
+
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        if pred is not None:
+            lf = lf.filter(pred)
+        return lf.group_by(key.alias("_k"), *by).agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            c.min().alias("vmin"),
+            c.max().alias("vmax"),
+            naive.cast(pl.Int64).sum().alias("naive"),
+        )
+
+    return Aggregation(
+        build,
+        keys=("_k", *by),
+        reduce={"n": "sum", "vmin": "min", "vmax": "max", "naive": "sum"},
+    )
+
+
+def _decode(hist: pl.DataFrame, n_bins: int) -> pl.DataFrame:
+    """Unpack ``_k`` into ``_hour``, ``_f`` (v1 flag) and ``_bin`` (null: a failed score)."""
+    m = 2 * n_bins + 1
+    inner = pl.col("_k") % m - 1
+    return hist.with_columns(
+        (pl.col("_k") // m).alias("_hour"),
+        pl.when(inner >= 0).then(inner // n_bins).alias("_f"),
+        pl.when(inner >= 0).then(inner % n_bins).alias("_bin"),
+    ).drop("_k")
 
 
 class _Cells:
     """Histogram cells of the candidate score, ascending by value, counted per group.
 
-    Group ``G - 1`` is always the whole data; groups ``0 .. G - 2`` are segments (when a threshold
-    per segment is asked for). Cells are strictly ordered: every value of a cell exceeds every value
-    of the cells before it.
+    Two groupings share the cells: *selection* groups (``count``, ``vmin``, ``vmax``; column
+    ``G - 1`` is the whole data, columns ``0 .. G - 2`` are segments when a threshold per segment
+    is asked for) and *breakdown* groups (``bd``: one column per (hour, v1 flag, *by) present),
+    from which flags per day, hour, segment and the agreement table follow at any threshold.
+    Cells are strictly ordered: every value of a cell exceeds every value of the cells before it.
     """
 
-    def __init__(self, preds: list[pl.Expr], count: np.ndarray, vmin: np.ndarray, vmax: np.ndarray):
-        self.preds = preds
-        self.count = count
-        self.vmin = vmin
-        self.vmax = vmax
+    def __init__(self, preds, count, vmin, vmax, bd, hkeys: pl.DataFrame):
+        self.preds: list[pl.Expr] = preds
+        self.count: np.ndarray = count
+        self.vmin: np.ndarray = vmin
+        self.vmax: np.ndarray = vmax
+        self.bd: np.ndarray = bd
+        self.hkeys = hkeys
         self.level = [0] * len(preds)
         self.values: dict[tuple[int, int], np.ndarray] = {}
+        self.pulled: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def locate(self, g: int, r: int) -> tuple[int, int]:
         """Cell holding the descending rank ``r`` (1-based) of group ``g``; rows in cells above."""
@@ -331,50 +403,60 @@ class _Cells:
         prev = np.flatnonzero(self.count[:i, g] > 0)
         return float(self.vmax[prev[-1], g]) if prev.size else None
 
+    def flags_by_group(self, t: float, inclusive: bool) -> np.ndarray:
+        """Candidate flags at ``t`` per breakdown group, exact (pulled rows where needed)."""
+        nz = self.count[:, -1] > 0
+        lo, hi = self.vmin[:, -1], self.vmax[:, -1]
+        hit = np.flatnonzero(nz & (lo <= t) & (t <= hi))
+        if hit.size == 0:  # t falls between cells (or outside all of them)
+            return self.bd[nz & (lo > t)].sum(axis=0)
+        j = int(hit[0])
+        out = self.bd[j + 1 :].sum(axis=0)
+        if j in self.pulled:
+            vals, h = self.pulled[j]
+            m = vals >= t if inclusive else vals > t
+            return out + np.bincount(h[m], minlength=self.bd.shape[1])
+        if (inclusive and t <= lo[j]) or (not inclusive and t < lo[j]):
+            return out + self.bd[j]
+        if (not inclusive and t >= hi[j]) or (inclusive and t > hi[j]):
+            return out
+        raise AssertionError(f"threshold {t} inside an unpulled cell")  # pragma: no cover
 
-def _group_index(frame: pl.DataFrame, by: list[str], segments: pl.DataFrame | None) -> np.ndarray:
-    """Group index of each row of ``frame`` (segment order of ``segments``)."""
-    if not by or segments is None:
+
+def _index(frame: pl.DataFrame, keys: pl.DataFrame, on: list[str]) -> np.ndarray:
+    """Row position in ``keys`` of each row of ``frame`` (matching ``on``, nulls equal)."""
+    if not on:
         return np.zeros(frame.height, dtype=np.int64)
-    idx = segments.select(by).with_row_index("_g")
-    joined = frame.select(by).with_row_index("_r").join(idx, on=by, how="left", nulls_equal=True)
+    idx = keys.select(on).with_row_index("_g")
+    joined = frame.select(on).with_row_index("_r").join(idx, on=on, how="left", nulls_equal=True)
     return joined.sort("_r")["_g"].to_numpy().astype(np.int64)
 
 
-def _cells_from_hist(hist: pl.DataFrame, key: str, by: list[str], segments: pl.DataFrame | None):
-    """Arrays (keys, count, vmin, vmax) of shape (cells, groups) from a histogram frame."""
-    keys = np.unique(hist[key].to_numpy())
+_HKEYS = ["_hour", "_f"]
+
+
+def _matrices(valid: pl.DataFrame, seg_keys: list[str], segments, hkeys: pl.DataFrame, by):
+    """(bins, count, vmin, vmax, bd) from decoded valid histogram rows."""
+    bins = np.unique(valid["_bin"].to_numpy())
     n_seg = 0 if segments is None else segments.height
-    G = n_seg + 1
-    C = keys.size
+    G, C, H = n_seg + 1, bins.size, hkeys.height
     count = np.zeros((C, G), dtype=np.int64)
     vmin = np.full((C, G), np.inf)
     vmax = np.full((C, G), -np.inf)
-    ci = np.searchsorted(keys, hist[key].to_numpy())
-    gi = _group_index(hist, by, segments) if n_seg else np.zeros(hist.height, dtype=np.int64)
-    cnt = hist["n"].to_numpy().astype(np.int64)
-    mn = hist["vmin"].to_numpy().astype(float)
-    mx = hist["vmax"].to_numpy().astype(float)
-    for cols in ([gi] if n_seg else []) + [np.full(hist.height, G - 1)]:
-        np.add.at(count, (ci, cols), cnt)
-        np.minimum.at(vmin, (ci, cols), mn)
-        np.maximum.at(vmax, (ci, cols), mx)
-    return keys, count, vmin, vmax
-
-
-def _hist_agg(pred: pl.Expr, key_expr: pl.Expr, keys: list[str]) -> Aggregation:
-    c = pl.col(S.CANDIDATE_SCORE)
-
-    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
-        return (
-            lf.filter(pred)
-            .group_by(*keys, key_expr.alias("_key"))
-            .agg(pl.len().cast(pl.Int64).alias("n"), c.min().alias("vmin"), c.max().alias("vmax"))
-        )
-
-    return Aggregation(
-        build, keys=(*keys, "_key"), reduce={"n": "sum", "vmin": "min", "vmax": "max"}
-    )
+    bd = np.zeros((C, H), dtype=np.int64)
+    ci = np.searchsorted(bins, valid["_bin"].to_numpy())
+    cnt = valid["n"].to_numpy().astype(np.int64)
+    mn = valid["vmin"].to_numpy().astype(float)
+    mx = valid["vmax"].to_numpy().astype(float)
+    cols = [np.full(valid.height, G - 1)]
+    if n_seg:
+        cols.append(_index(valid, segments, seg_keys))
+    for gi in cols:
+        np.add.at(count, (ci, gi), cnt)
+        np.minimum.at(vmin, (ci, gi), mn)
+        np.maximum.at(vmax, (ci, gi), mx)
+    np.add.at(bd, (ci, _index(valid, hkeys, [*_HKEYS, *by])), cnt)
+    return bins, count, vmin, vmax, bd
 
 
 def _refine(
@@ -382,12 +464,15 @@ def _refine(
     cells: _Cells,
     queries: dict[int, list[int]],
     by: list[str],
+    seg_keys: list[str],
     segments: pl.DataFrame | None,
+    t1: float,
+    inclusive: bool,
     passes: list[dict[str, Any]],
 ) -> None:
     """Zoom oversized critical cells, then pull the rows of the critical cells (one pass)."""
-    seg_keys = by if segments is not None else []
-    c = pl.col(S.CANDIDATE_SCORE)
+    c = _clean(S.CANDIDATE_SCORE)
+    valid = _valid()
     while True:
         crit = {cells.locate(g, r)[0] for g, ranks in queries.items() for r in ranks}
         zoom = [
@@ -403,16 +488,17 @@ def _refine(
         i = zoom[-1]
         lo, hi = float(cells.vmin[i, -1]), float(cells.vmax[i, -1])
         sub = _subbin(c, lo, hi)
-        pred = _valid() & cells.preds[i]
-        hist = source.aggregate(_hist_agg(pred, sub, seg_keys))
+        agg = _hist_agg(sub, _SUB_BINS, by, t1, inclusive, pred=valid & cells.preds[i])
+        hist = _decode(source.aggregate(agg), _SUB_BINS)
         passes.append({"kind": "zoom histogram", "rows_moved": hist.height})
-        keys, count, vmin, vmax = _cells_from_hist(hist, "_key", seg_keys, segments)
-        new_preds = [cells.preds[i] & (sub == int(k)) for k in keys]
+        bins, count, vmin, vmax, bd = _matrices(hist, seg_keys, segments, cells.hkeys, by)
+        new_preds = [cells.preds[i] & (sub == int(k)) for k in bins]
         cells.preds[i : i + 1] = new_preds
         cells.level[i : i + 1] = [cells.level[i] + 1] * len(new_preds)
         cells.count = np.concatenate([cells.count[:i], count, cells.count[i + 1 :]])
         cells.vmin = np.concatenate([cells.vmin[:i], vmin, cells.vmin[i + 1 :]])
         cells.vmax = np.concatenate([cells.vmax[:i], vmax, cells.vmax[i + 1 :]])
+        cells.bd = np.concatenate([cells.bd[:i], bd, cells.bd[i + 1 :]])
     need: set[int] = set()
     for g, ranks in queries.items():
         for r in ranks:
@@ -423,19 +509,24 @@ def _refine(
         passes.append({"kind": "refinement pull (not needed: tied bins)", "rows_moved": 0})
         return
     order = sorted(need)
-    predicate = _valid() & pl.any_horizontal([cells.preds[i] for i in order])
-    pulled = source.pull(predicate, [S.CANDIDATE_SCORE, *seg_keys])
+    # Cells are disjoint and ordered, so "in cell i" is "between the cell's observed min and max":
+    # plain comparisons, cheaper than re-binning every row and easy for any engine to push down.
+    cc = pl.col(S.CANDIDATE_SCORE)
+    ranges = [cc.is_between(float(cells.vmin[i, -1]), float(cells.vmax[i, -1])) for i in order]
+    predicate = _finite(S.PRIMARY_SCORE) & pl.any_horizontal(ranges)
+    cols = list(dict.fromkeys([S.CANDIDATE_SCORE, S.PRIMARY_SCORE, S.TS, *by]))
+    pulled = source.pull(predicate, cols)
     passes.append({"kind": "refinement pull", "rows_moved": pulled.height})
-    for i in order:
-        rows = pulled.filter(cells.preds[i])
-        gi = _group_index(rows, seg_keys, segments) if segments is not None else None
+    f1 = pl.col(S.PRIMARY_SCORE) >= t1 if inclusive else pl.col(S.PRIMARY_SCORE) > t1
+    pulled = pulled.with_columns(_hour().alias("_hour"), f1.cast(pl.Int64).alias("_f"))
+    G = cells.count.shape[1]
+    for i, in_cell in zip(order, ranges, strict=True):
+        rows = pulled.filter(in_cell)
         vals = rows[S.CANDIDATE_SCORE].to_numpy()
-        groups = range(cells.count.shape[1])
-        for g in groups:
-            if g == cells.count.shape[1] - 1:
-                v = vals
-            else:
-                v = vals[gi == g]
+        cells.pulled[i] = (vals, _index(rows, cells.hkeys, [*_HKEYS, *by]))
+        gi = _index(rows, segments, seg_keys) if segments is not None else None
+        for g in range(G):
+            v = vals if g == G - 1 else vals[gi == g]
             cells.values[(i, g)] = np.sort(v)[::-1]
 
 
@@ -677,72 +768,53 @@ def calibrate_threshold(
     notes: list[str] = []
     seg_keys = by_list if per_segment else []
 
-    # Pass 1: candidate histogram (+ v1 flags and failures) in one mergeable summary.
-    valid = _valid()
-    c = pl.col(S.CANDIDATE_SCORE)
-
-    def build_hist(lf: pl.LazyFrame) -> pl.LazyFrame:
-        return lf.group_by(*seg_keys, pl.when(valid).then(_bin0(c)).alias("_key")).agg(
-            pl.len().cast(pl.Int64).alias("n"),
-            (valid & _flag(S.PRIMARY_SCORE, t1, inclusive)).cast(pl.Int64).sum().alias("v1"),
-            (~_finite(S.PRIMARY_SCORE)).cast(pl.Int64).sum().alias("p_bad"),
-            (~_finite(S.CANDIDATE_SCORE)).cast(pl.Int64).sum().alias("c_bad"),
-            c.filter(valid).min().alias("vmin"),
-            c.filter(valid).max().alias("vmax"),
-        )
-
-    hist_agg = Aggregation(
-        build_hist,
-        keys=(*seg_keys, "_key"),
-        reduce={
-            "n": "sum",
-            "v1": "sum",
-            "p_bad": "sum",
-            "c_bad": "sum",
-            "vmin": "min",
-            "vmax": "max",
-        },
+    # Pass 1: one mergeable histogram keyed by (hour, v1 flag, bin, *by): the threshold's order
+    # statistics, v1's counts, the stability tables, segments and agreement all come from it.
+    hist_all = source.aggregate(
+        _hist_agg(_bin0(_clean(S.CANDIDATE_SCORE)) + 1, _BINS + 2, by_list, t1, inclusive)
     )
-    hist_all = source.aggregate(hist_agg)
     passes.append({"kind": "histogram", "rows_moved": hist_all.height})
     if hist_all.height == 0:
         raise ValueError("Input pairs is empty: calibrate_threshold needs at least one pair.")
+    hist_all = _decode(hist_all, _BINS + 2)
     n_rows = int(hist_all["n"].sum())
-    n_primary_failed = int(hist_all["p_bad"].sum())
-    n_candidate_failed = int(hist_all["c_bad"].sum())
-    hist = hist_all.filter(pl.col("_key").is_not_null())
+    hist = hist_all.filter(pl.col("_bin").is_not_null())
+    failed = hist_all.filter(pl.col("_bin").is_null())
     n = int(hist["n"].sum()) if hist.height else 0
+    n_excluded = n_rows - n
+    n_primary_failed = n_candidate_failed = 0
+    if n_excluded:
+        fails = source.aggregate(
+            Aggregation(
+                lambda lf: lf.select(
+                    (~_finite(S.PRIMARY_SCORE)).cast(pl.Int64).sum().alias("p_bad"),
+                    (~_finite(S.CANDIDATE_SCORE)).cast(pl.Int64).sum().alias("c_bad"),
+                ),
+                reduce={"p_bad": "sum", "c_bad": "sum"},
+            )
+        )
+        passes.append({"kind": "failure counts", "rows_moved": fails.height})
+        n_primary_failed, n_candidate_failed = (int(v) for v in fails.row(0))
+        notes.append(f"{n_excluded} of {n_rows} rows excluded: a score failed (null/NaN/inf).")
     if n == 0:
         raise ValueError(
             f"Input pairs has no row where both scores are finite ({n_rows} rows, "
             f"{n_primary_failed} with a failed primary score, {n_candidate_failed} with a failed "
             "candidate score): nothing to calibrate."
         )
-    n_excluded = n_rows - n
-    if n_excluded:
-        notes.append(f"{n_excluded} of {n_rows} rows excluded: a score failed (null/NaN/inf).")
-    primary_count = int(hist["v1"].sum())
+    primary_count = int(hist.filter(pl.col("_f") == 1)["n"].sum())
 
     segments: pl.DataFrame | None = None
     if seg_keys:
         segments = hist.select(seg_keys).unique().sort(seg_keys, nulls_last=True)
+    hkeys = hist.select(*_HKEYS, *by_list).unique().sort([*_HKEYS, *by_list], nulls_last=True)
 
     # The target rate.
     if target == "match":
         target_label = "match"
         m_total = float(primary_count)
     elif isinstance(target, Capacity):
-        day_agg = Aggregation(
-            lambda lf: (
-                lf.filter(valid)
-                .group_by(pl.col(S.TS).dt.date().alias("day"))
-                .agg(pl.len().cast(pl.Int64).alias("n"))
-            ),
-            keys=("day",),
-            reduce={"n": "sum"},
-        )
-        days = source.aggregate(day_agg)
-        passes.append({"kind": "per-day count (capacity)", "rows_moved": days.height})
+        days = hkeys.select((pl.col("_hour") // 24).alias("day")).unique()
         per_day_volume = n / days.height
         if target.per_day > per_day_volume:
             raise ValueError(
@@ -758,28 +830,20 @@ def calibrate_threshold(
     target_rate = m_total / n
 
     # Cells and the per-group targets.
-    if seg_keys:
-        keys, count, vmin, vmax = _cells_from_hist(hist, "_key", seg_keys, segments)
-        seg_v1 = (
-            segments.join(  # type: ignore[union-attr]
-                hist.group_by(seg_keys).agg(pl.col("v1").sum(), pl.col("n").sum()),
-                on=seg_keys,
-                how="left",
-                nulls_equal=True,
-            )
-            .select("v1", "n")
-            .to_numpy()
-        )
-    else:
-        keys, count, vmin, vmax = _cells_from_hist(hist, "_key", [], None)
-        seg_v1 = np.zeros((0, 2))
-    cells = _Cells([_bin0(c) == int(k) for k in keys], count, vmin, vmax)
+    bins, count, vmin, vmax, bd = _matrices(hist, seg_keys, segments, hkeys, by_list)
+    c0 = _clean(S.CANDIDATE_SCORE)
+    cells = _Cells([_bin0(c0) + 1 == int(k) for k in bins], count, vmin, vmax, bd, hkeys)
     G = count.shape[1]
     group_targets: dict[int, float] = {G - 1: m_total}
+    if seg_keys:
+        seg_v1 = _index(hist.filter(pl.col("_f") == 1), segments, seg_keys)
+        v1_by_seg = np.bincount(
+            seg_v1, weights=hist.filter(pl.col("_f") == 1)["n"].to_numpy(), minlength=G - 1
+        )
     for g in range(G - 1):
-        v1_g, n_g = int(seg_v1[g, 0]), int(seg_v1[g, 1])
+        n_g = int(count[:, g].sum())
         if target == "match":
-            group_targets[g] = float(v1_g)
+            group_targets[g] = float(v1_by_seg[g])
         else:
             group_targets[g] = _snap(target_rate * n_g)
     queries = {}
@@ -789,7 +853,7 @@ def calibrate_threshold(
         queries[g] = _needed_ranks(n_g, m, q, confidence)
 
     # Pass 2: pull the rows of the critical bins only; finish exactly.
-    _refine(source, cells, queries, seg_keys, segments, passes)
+    _refine(source, cells, queries, by_list, seg_keys, segments, t1, inclusive, passes)
     sel = _select(cells, G - 1, m_total, side, inclusive, 1.0 - target_rate, confidence)
     if sel.count == 0 and inclusive:
         notes.append(
@@ -818,26 +882,39 @@ def calibrate_threshold(
         m_g = group_targets[g]
         seg_sel[g] = _select(cells, g, m_g, side, inclusive, 1.0 - m_g / n_g, confidence)
 
-    # Pass 3: breakdown at the chosen threshold (stability, segments, agreement).
+    # Breakdown at the chosen threshold from the histogram and the pulled rows (no extra pass).
     t2 = sel.threshold
-
-    def build_breakdown(lf: pl.LazyFrame) -> pl.LazyFrame:
-        f1 = valid & _flag(S.PRIMARY_SCORE, t1, inclusive)
-        f2 = valid & _flag(S.CANDIDATE_SCORE, t2, inclusive)
-        return lf.group_by((pl.col(S.TS).dt.epoch("s") // 3600).alias("_hour"), *by_list).agg(
-            pl.len().cast(pl.Int64).alias("rows"),
-            valid.cast(pl.Int64).sum().alias("pairs"),
-            f1.cast(pl.Int64).sum().alias("v1"),
-            f2.cast(pl.Int64).sum().alias("v2"),
-            (f1 & f2).cast(pl.Int64).sum().alias("both"),
-            (valid & _flag(S.CANDIDATE_SCORE, t1, inclusive)).cast(pl.Int64).sum().alias("naive"),
-        )
-
-    sums = {k: "sum" for k in ("rows", "pairs", "v1", "v2", "both", "naive")}
-    breakdown = source.aggregate(
-        Aggregation(build_breakdown, keys=("_hour", *by_list), reduce=sums)  # type: ignore[arg-type]
+    v2_h = cells.flags_by_group(t2, inclusive)
+    per_h = hkeys.with_columns(
+        pl.Series("pairs", cells.bd.sum(axis=0), dtype=pl.Int64),
+        pl.Series("v2", v2_h, dtype=pl.Int64),
+    ).join(
+        hist.group_by(*_HKEYS, *by_list).agg(pl.col("naive").sum()),
+        on=[*_HKEYS, *by_list],
+        how="left",
+        nulls_equal=True,
     )
-    passes.append({"kind": "breakdown", "rows_moved": breakdown.height})
+    f = pl.col("_f") == 1
+    breakdown = (
+        per_h.group_by("_hour", *by_list)
+        .agg(
+            pl.col("pairs").sum(),
+            pl.col("pairs").filter(f).sum().alias("v1"),
+            pl.col("v2").sum(),
+            pl.col("v2").filter(f).sum().alias("both"),
+            pl.col("naive").sum(),
+        )
+        .join(
+            failed.group_by("_hour", *by_list).agg(pl.col("n").sum().alias("_failed")),
+            on=["_hour", *by_list],
+            how="full",
+            coalesce=True,
+            nulls_equal=True,
+        )
+        .with_columns(pl.col("pairs", "v1", "v2", "both", "naive", "_failed").fill_null(0))
+        .with_columns((pl.col("pairs") + pl.col("_failed")).alias("rows"))
+        .drop("_failed")
+    )
 
     tot = breakdown.select(pl.col("v1", "v2", "both", "naive").sum()).row(0, named=True)
     assert int(tot["v1"]) == primary_count  # same rule, same rows: the two passes must agree

@@ -153,7 +153,7 @@ def test_quantile_parity_in_unit_interval(rng):
         k = round(rate * n)
         assert res.threshold == np.quantile(c, (n - k) / (n - 1), method="higher")
         pulled = sum(pp["rows_moved"] for pp in res.passes if "pull" in pp["kind"])
-        assert pulled < n / 50
+        assert pulled < n / 10  # only the critical 1/64-wide bins travel
 
 
 def test_threshold_ci_coverage_ranks():
