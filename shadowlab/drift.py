@@ -227,30 +227,16 @@ class _Grid:
         return {"lo": self.lo, "hi": self.hi, "bins": self.bins}
 
 
-def _range_pass(inp: _Input) -> pl.DataFrame:
-    gnames = [g for g, _ in inp.groups]
-
-    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
-        if inp.groups:
-            lf = lf.with_columns(e.alias(g) for g, e in inp.groups)
-        exprs = []
-        for c in inp.columns:
-            x = pl.col(c)
-            exprs += [
-                _valid(x).sum().cast(pl.Int64).alias(f"{c}__n"),
-                (~_valid(x).fill_null(False)).sum().cast(pl.Int64).alias(f"{c}__missing"),
-                x.filter(_valid(x)).min().alias(f"{c}__min"),
-                x.filter(_valid(x)).max().alias(f"{c}__max"),
-            ]
-        return lf.group_by(gnames).agg(exprs) if gnames else lf.select(exprs)
-
-    reduce: dict[str, Any] = {}
-    for c in inp.columns:
-        reduce |= {f"{c}__n": "sum", f"{c}__missing": "sum", f"{c}__min": "min", f"{c}__max": "max"}
-    return inp.source.aggregate(Aggregation(build, tuple(gnames), reduce))
+MISSING_BIN = -2
+"""Bin id of null/NaN rows in the fine histogram (counted, never pulled)."""
 
 
-def _hist_pass(inp: _Input, grid: _Grid) -> pl.DataFrame:
+def _hist_pass(inp: _Input, grid: _Grid, with_sum: bool) -> pl.DataFrame:
+    """Pass over ``inp``: per (group, sample, bin) count, [sum of offsets,] min, max.
+
+    Nulls and NaN land in :data:`MISSING_BIN`, values below/above the grid in bins -1 and
+    ``grid.bins``, so one pass also gives each sample's size, missing count and range.
+    """
     gnames = [g for g, _ in inp.groups]
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -258,24 +244,30 @@ def _hist_pass(inp: _Input, grid: _Grid) -> pl.DataFrame:
             lf = lf.with_columns(e.alias(g) for g, e in inp.groups)
         parts = []
         for c in inp.columns:
-            x = pl.col(c)
+            x = pl.col("__x")
+            aggs = [pl.len().cast(pl.Int64).alias("n")]
+            if with_sum:
+                aggs.append((x - grid.left(pl.col("bin"))).sum().alias("s"))
+            aggs += [x.min().alias("mn"), x.max().alias("mx")]
             parts.append(
-                lf.select(*gnames, x.alias("__x"))
-                .filter(_valid(pl.col("__x")))
-                .with_columns(grid.bin(pl.col("__x")).alias("bin"))
-                .group_by(*gnames, "bin")
-                .agg(
-                    pl.len().cast(pl.Int64).alias("n"),
-                    (pl.col("__x") - grid.left(pl.col("bin"))).sum().alias("s"),
-                    pl.col("__x").min().alias("mn"),
-                    pl.col("__x").max().alias("mx"),
+                lf.select(*gnames, pl.col(c).cast(pl.Float64).alias("__x"))
+                .with_columns(
+                    pl.when(_valid(x))
+                    .then(grid.bin(x))
+                    .otherwise(pl.lit(MISSING_BIN, pl.Int32))
+                    .fill_null(MISSING_BIN)
+                    .alias("bin")
                 )
+                .group_by(*gnames, "bin")
+                .agg(aggs)
                 .with_columns(pl.lit(c).alias("sample"))
             )
         return pl.concat(parts, how="vertical_relaxed")
 
-    agg = Aggregation(build, (*gnames, "sample", "bin"), {"n": "sum", "s": "sum", "mn": "min", "mx": "max"})
-    return inp.source.aggregate(agg)
+    reduce: dict[str, Any] = {"n": "sum", "mn": "min", "mx": "max"}
+    if with_sum:
+        reduce["s"] = "sum"
+    return inp.source.aggregate(Aggregation(build, (*gnames, "sample", "bin"), reduce))
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,12 +284,13 @@ class _Hist:
 
     @staticmethod
     def from_frame(frame: pl.DataFrame, missing: int) -> _Hist:
-        frame = frame.sort("bin")
+        frame = frame.filter(pl.col("bin") != MISSING_BIN).sort("bin")
         n = frame["n"].to_numpy().astype(np.int64)
+        sums = frame["s"] if "s" in frame.columns else pl.Series([math.nan] * frame.height)
         return _Hist(
             frame["bin"].to_numpy().astype(np.int64),
             n,
-            frame["s"].to_numpy().astype(np.float64),
+            sums.to_numpy().astype(np.float64),
             frame["mn"].to_numpy().astype(np.float64),
             frame["mx"].to_numpy().astype(np.float64),
             int(n.sum()),
@@ -352,30 +345,54 @@ class _Run:
         self.inputs.append(inp)
         return len(self.inputs) - 1
 
-    # pass 1 ------------------------------------------------------------------------------
-    def measure(self) -> None:
-        """Range pass over every input; fixes the grid (a sketch's grid when one is involved)."""
-        los, his = [], []
-        for i, inp in enumerate(self.inputs):
-            frame = _range_pass(inp)
-            self.passes = max(self.passes, 1)
-            gnames = [g for g, _ in inp.groups]
-            for row in frame.iter_rows(named=True):
-                group = tuple(row[g] for g in gnames)
-                for c in inp.columns:
-                    n, miss = int(row[f"{c}__n"] or 0), int(row[f"{c}__missing"] or 0)
-                    lo, hi = row[f"{c}__min"], row[f"{c}__max"]
-                    self.ranges[_Sample(i, c, group)] = (n, miss, lo, hi)
-                    if n:
-                        los.append(lo)
-                        his.append(hi)
+    # passes 1(-2): fine histograms --------------------------------------------------------
+    def measure(self, with_sum: bool = False) -> None:
+        """Fine-histogram pass over every input; sizes, missing counts and ranges come with it.
+
+        Scores usually lie in [0, 1], so the first pass uses that grid; if some value falls
+        outside it, or all values fill less than 1/16 of it, a second pass uses the observed
+        [min, max]. A sketch fixes the grid (its own).
+        """
         if self.sketches:
             sk = next(iter(self.sketches.values()))
             if any(s.grid != sk.grid for s in self.sketches.values()):
                 raise ValueError(f"{self.func}: the sketches given were built on different grids.")
-            self.grid = _Grid(*sk.grid)
-        elif los:
-            self.grid = _Grid(float(min(los)), float(max(his)))
+            grids = [_Grid(*sk.grid)]
+        else:
+            grids = [_Grid(0.0, 1.0), None]
+        for grid in grids:
+            if grid is None:
+                lo, hi = self._observed()
+                if lo is None or (lo >= 0.0 and hi <= 1.0 and (hi - lo) >= 1 / 16):
+                    break
+                grid = _Grid(lo, hi)
+            self.grid = grid
+            self.hists, self.ranges = {}, {}
+            for i, inp in enumerate(self.inputs):
+                frame = _hist_pass(inp, grid, with_sum)
+                self.passes += 1 if i == 0 else 0
+                gnames = [g for g, _ in inp.groups]
+                if frame.height == 0:
+                    continue
+                for key, part in frame.group_by([*gnames, "sample"], maintain_order=True):
+                    group, col = tuple(key[:-1]), key[-1]
+                    smp = _Sample(i, col, group)
+                    miss = int(part.filter(pl.col("bin") == MISSING_BIN)["n"].sum())
+                    h = _Hist.from_frame(part, miss)
+                    self.hists[smp] = h
+                    lo = float(h.mn.min()) if h.total else None
+                    hi = float(h.mx.max()) if h.total else None
+                    self.ranges[smp] = (h.total, miss, lo, hi)
+        for idx, sk in self.sketches.items():
+            self.hists[_Sample(idx, "sketch")] = sk._hist()
+
+    def _observed(self) -> tuple[float | None, float | None]:
+        los = [r[2] for r in self.ranges.values() if r[0]]
+        his = [r[3] for r in self.ranges.values() if r[0]]
+        return (min(los), max(his)) if los else (None, None)
+
+    def histogram(self) -> None:
+        """Kept for call sites: the histograms are built by :meth:`measure`."""
 
     def sample_range(self, s: _Sample) -> tuple[int, int]:
         if s.src < 0:
@@ -392,22 +409,6 @@ class _Run:
                 f"Input {name} of {self.func} is empty after excluding nulls and NaN{extra}; "
                 "pass at least one finite score."
             )
-
-    # pass 2 ------------------------------------------------------------------------------
-    def histogram(self) -> None:
-        assert self.grid is not None
-        for i, inp in enumerate(self.inputs):
-            frame = _hist_pass(inp, self.grid)
-            self.passes = max(self.passes, 2)
-            gnames = [g for g, _ in inp.groups]
-            if frame.height == 0:
-                continue
-            for key, part in frame.group_by([*gnames, "sample"], maintain_order=True):
-                group, col = tuple(key[:-1]), key[-1]
-                s = _Sample(i, col, group)
-                self.hists[s] = _Hist.from_frame(part, self.ranges[s][1])
-        for idx, sk in self.sketches.items():
-            self.hists[_Sample(idx, "sketch")] = sk._hist()
 
     def hist(self, s: _Sample) -> _Hist:
         key = _Sample(s.src, s.column, s.group)
@@ -435,6 +436,7 @@ class _Run:
             todo &= set(h.bin.tolist())
             if todo:
                 by_src.setdefault(s.src, {}).setdefault(key, set()).update(todo)
+        pulled = False
         for src, wanted in by_src.items():
             inp = self.inputs[src]
             gnames = [g for g, _ in inp.groups]
@@ -446,7 +448,7 @@ class _Run:
                 pred = pred | (_valid(pl.col(c)) & self.grid.bin(pl.col(c)).is_in(sorted(bins)))
             cols = list(dict.fromkeys([*inp.raw_group_columns, *per_col]))
             rows = inp.source.pull(pred, cols)
-            self.passes = 3
+            pulled = True
             self.rows_pulled += rows.height
             if inp.groups:
                 rows = rows.with_columns(e.alias(g) for g, e in inp.groups)
@@ -470,17 +472,21 @@ class _Run:
                     for k in wanted[s]:
                         lo, hi = np.searchsorted(b, k, "left"), np.searchsorted(b, k, "right")
                         self.values[(s, k)] = x[lo:hi]
+        self.passes += int(pulled)
 
-    def cost(self, needs: Mapping[_Sample, set[int]]) -> int:
-        """Rows a pull of ``needs`` would move (constant bins and sketches move nothing)."""
+    def cost(self, needs: Mapping[_Sample, set[int]], done: Mapping[_Sample, set[int]] | None = None) -> int:
+        """Rows a pull of ``needs`` would move, beyond ``done`` (constant bins and sketches: 0)."""
         total = 0
         for s, bins in needs.items():
-            if s.src < 0:
+            key = _Sample(s.src, s.column, s.group)
+            if s.src < 0 or not bins:
                 continue
-            h = self.hist(s)
-            if not bins:
-                continue
-            sel = np.isin(h.bin, np.fromiter(bins, np.int64)) & (h.mn != h.mx)
+            if done and key in done:
+                bins = bins - done[key]
+                if not bins:
+                    continue
+            h = self.hist(key)
+            sel = np.isin(h.bin, np.fromiter(bins, np.int64, len(bins))) & (h.mn != h.mx)
             total += int(h.n[sel].sum())
         return total
 
@@ -1166,8 +1172,14 @@ def _psi_plan(
             return "cuts", {s2: _cut_bins(run, np.asarray(run.sketches[s1.src].psi_cuts(bins)))}, None
         levels = [i / bins for i in range(1, bins)]
         need1 = _quantile_needs(h1, levels)
-        lo_b, hi_b = (min(need1), max(need1)) if need1 else (0, -1)
-        need2 = {int(b) for b in h2.bin if lo_b <= b <= hi_b}
+        # a cut lies between the two order statistics it interpolates: the current's bins from
+        # the one holding the lower to the one holding the upper are the only ones it can fall in
+        need2: set[int] = set()
+        for q in levels:
+            lo_r, hi_r, _ = _linear_positions(h1.total, q)
+            lo_b, hi_b = h1.bin[_rank_bins(h1, np.asarray([lo_r, hi_r]))]
+            a, b = np.searchsorted(h2.bin, [lo_b, hi_b + 1])
+            need2.update(h2.bin[a:b].tolist())
         return "quantile", {s1: need1, s2: need2}, levels
     n1, _, lo1, hi1 = run.ranges[s1] if s1.src >= 0 else (0, 0, None, None)
     if s1.src < 0:
@@ -1496,7 +1508,7 @@ def wasserstein_distance(
     run = _Run(func, max_pull_rows)
     s1 = run.add(reference, "reference", data)
     s2 = run.add(current, "current", data)
-    run.measure()
+    run.measure(with_sum=True)
     run.require_nonempty(s1, "reference")
     run.require_nonempty(s2, "current")
     run.histogram()
@@ -1554,7 +1566,7 @@ class ScoreSketch:
         lo, hi, b = self.grid
         return (
             f"ScoreSketch(model={self.model!r}, n={self.n}, missing={self.n_missing}, "
-            f"range=[{lo:.6g}, {hi:.6g}], bins={b}, non_empty_bins={self.bins.height})"
+            f"grid=[{lo:.6g}, {hi:.6g}] x {b}, non_empty_bins={self.bins.height})"
         )
 
     @classmethod
@@ -1566,7 +1578,7 @@ class ScoreSketch:
         s = run.add(scores, "scores", data)
         if s.src < 0:
             return scores
-        run.measure()
+        run.measure(with_sum=True)
         run.require_nonempty(s, "scores")
         run.histogram()
         h = run.hist(s)
@@ -1901,16 +1913,14 @@ def compare_scores(
     names = list(source.collect_schema())
     for col in (S.TS, S.PRIMARY_SCORE, S.CANDIDATE_SCORE, *by_cols):
         _check_column(col, names, "pairs", func)
-    window = pl.col(S.TS).dt.truncate(every) if every else pl.col(S.TS).min().over(pl.lit(1))
-    if not every:
-        window = pl.lit(None, pl.Datetime("us", "UTC"))
+    window = pl.col(S.TS).dt.truncate(every) if every else pl.lit(None, pl.Datetime("us", "UTC"))
     groups = [("window", window), *((b, pl.col(b)) for b in by_cols)]
     run = _Run(func, max_pull_rows)
     pidx = run.add_input(
         _Input(source, [S.PRIMARY_SCORE, S.CANDIDATE_SCORE], groups, [S.TS, *by_cols])
     )
     refs = _reference_inputs(run, reference)
-    run.measure()
+    run.measure(with_sum=True)
     notes: list[str] = []
     for m, s in refs.items():
         run.require_nonempty(s, f"reference[{m}]")
@@ -1958,14 +1968,18 @@ def compare_scores(
         base = _merge_needs(base, pneeds)
         plans.append((mode, state, kplan, wplan))
     budget_needs = dict(base)
+    spent = run.cost(base)
     exact = []
     for cmp, (_, _, kplan, wplan) in zip(comps, plans, strict=True):
         s1, s2 = cmp[3], cmp[4]
         extra = _merge_needs(_ks_needs(kplan, s1, s2), _w_needs(wplan, s1, s2))
-        trial = _merge_needs(budget_needs, extra)
-        ok = s1.src >= 0 and s2.src >= 0 and run.cost(trial) <= run.max_pull_rows
+        ok = s1.src >= 0 and s2.src >= 0
         if ok:
-            budget_needs = trial
+            more = run.cost(extra, budget_needs)
+            ok = spent + more <= run.max_pull_rows
+        if ok:
+            budget_needs = _merge_needs(budget_needs, extra)
+            spent += more
         exact.append(ok)
     if not all(exact):
         notes.append(
@@ -2080,7 +2094,7 @@ def _paired_pass(
         )
 
     frame = inp.source.aggregate(Aggregation(build, (*gnames, "cp", "cc"), {"n": "sum"}))
-    run.passes = 4
+    run.passes += 1
     out = {}
     if frame.height == 0:
         return out
