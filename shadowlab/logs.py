@@ -928,8 +928,8 @@ class LogSummary:
         ISO timestamps of the first and last request.
     served_primary, served_candidate : int
         Rows whose response came from each model.
-    traffic_share : float
-        ``served_candidate / rows``: the realised candidate share.
+    traffic_share : float or None
+        ``served_candidate / rows``: the realised candidate share (None without rows).
     traffic_pct_min, traffic_pct_max : float
         The configured candidate share seen in the logs.
     primary_errors, candidate_errors : int
@@ -954,7 +954,7 @@ class LogSummary:
     last_ts: str | None
     served_primary: int
     served_candidate: int
-    traffic_share: float
+    traffic_share: float | None
     traffic_pct_min: float | None
     traffic_pct_max: float | None
     primary_errors: int
@@ -979,30 +979,28 @@ class LogSummary:
         return out
 
     def __str__(self) -> str:
-        share = f"{self.traffic_share:.4%}" if self.rows else "n/a"
-        pct = (
-            f"{self.traffic_pct_min:g}"
-            if self.traffic_pct_min == self.traffic_pct_max
-            else f"{self.traffic_pct_min:g}..{self.traffic_pct_max:g}"
-        )
+        def span(lo: float | None, hi: float | None) -> str:
+            if lo is None or hi is None:
+                return "n/a"
+            return f"{lo:g}" if lo == hi else f"{lo:g}..{hi:g}"
+
+        share = "n/a" if self.traffic_share is None else f"{self.traffic_share:.4%}"
+        days = f"{len(self.days)} ({self.days[0]} .. {self.days[-1]})" if self.days else "0"
         lines = [
             f"rows             {self.rows:,}",
-            f"days             {len(self.days)} ({self.days[0]} .. {self.days[-1]})"
-            if self.days
-            else "days             0",
-            f"primary model    {self.primary_model}",
-            f"candidate model  {self.candidate_model}",
+            f"days             {days}",
+            f"primary model    {self.primary_model or 'n/a'}",
+            f"candidate model  {self.candidate_model or 'n/a'}",
             f"served           primary {self.served_primary:,} / candidate "
-            f"{self.served_candidate:,} (share {share}; traffic_pct {pct})",
+            f"{self.served_candidate:,} (share {share}; traffic_pct "
+            f"{span(self.traffic_pct_min, self.traffic_pct_max)})",
             f"errors           primary {self.primary_errors:,} (non-finite "
             f"{self.primary_nonfinite:,}) / candidate {self.candidate_errors:,} (non-finite "
             f"{self.candidate_nonfinite:,})",
             f"null scores      primary {self.primary_null_scores:,} / candidate "
             f"{self.candidate_null_scores:,}",
-            f"audit rows       {self.audit_rows:,} (audit_rate {self.audit_rate_min:g}"
-            + (f"..{self.audit_rate_max:g})" if self.audit_rate_max != self.audit_rate_min else ")")
-            if self.audit_rate_min is not None
-            else f"audit rows       {self.audit_rows:,}",
+            f"audit rows       {self.audit_rows:,} (audit_rate "
+            f"{span(self.audit_rate_min, self.audit_rate_max)})",
         ]
         return "\n".join(lines)
 
@@ -1084,7 +1082,7 @@ def summarize_logs(pairs: Any) -> LogSummary:
             last_ts=None,
             served_primary=0,
             served_candidate=0,
-            traffic_share=float("nan"),
+            traffic_share=None,
             traffic_pct_min=None,
             traffic_pct_max=None,
             primary_errors=0,
@@ -1126,7 +1124,7 @@ def summarize_logs(pairs: Any) -> LogSummary:
         last_ts=ext["last_ts"].isoformat() if ext["last_ts"] is not None else None,
         served_primary=int(tot["served_primary"]),
         served_candidate=int(tot["served_candidate"]),
-        traffic_share=int(tot["served_candidate"]) / rows if rows else float("nan"),
+        traffic_share=int(tot["served_candidate"]) / rows,
         traffic_pct_min=ext["traffic_pct_min"],
         traffic_pct_max=ext["traffic_pct_max"],
         primary_errors=int(tot["primary_errors"]),

@@ -550,6 +550,13 @@ def test_summarize_logs_counts_by_hand() -> None:
     assert "rows             5" in str(s) and "LogSummary(rows=5" in repr(s)
 
 
+def test_summarize_empty_frame_is_json_safe() -> None:
+    s = summarize_logs(make_pairs([], []))
+    assert (s.rows, s.days, s.traffic_share) == (0, (), None)
+    assert "rows             0" in str(s) and "traffic_pct n/a" in str(s)
+    assert json.loads(json.dumps(s.to_dict(), allow_nan=False))["rows"] == 0
+
+
 def test_cli_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with PairLogWriter(tmp_path / "p") as log:
         log.write_batch(make_pairs([0.1, 0.2, 0.3], [0.2, 0.3, 0.4]))
