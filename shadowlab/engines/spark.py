@@ -201,6 +201,12 @@ class SparkSource:
                 f"Got {self.rows_per_chunk!r} instead."
             )
 
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        # A summary's ``build`` closure may capture the source it runs on; Spark pickles that
+        # closure for the tasks, where a DataFrame cannot go. Tasks never use the source, so it
+        # travels as an inert stand-in.
+        return (_DriverOnly, ())
+
     def collect_schema(self) -> pl.Schema:
         """Column names and polars types, as each task sees them (time zones in UTC)."""
         return _polars_schema(self.frame.schema)
@@ -232,6 +238,18 @@ class SparkSource:
         if not blobs:
             return empty
         return pl.concat([_unblob(row[0]) for row in blobs], how="vertical_relaxed")
+
+
+class _DriverOnly:
+    """What a :class:`SparkSource` becomes when pickled into a task: unusable there."""
+
+    engine = "spark"
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(
+            f"SparkSource.{name} was called inside a Spark task; a source runs passes from the "
+            "driver only. Build functions must not use the source they run on."
+        )
 
 
 def _polars_schema(spark_schema: Any) -> pl.Schema:
