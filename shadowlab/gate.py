@@ -248,7 +248,8 @@ class GateVerdict:
         lines = [
             f"shadowlab gate  {', '.join(self.models.get('primary', []))} -> "
             f"{', '.join(self.models.get('candidate', []))}",
-            f"window {self.window.get('start', '?')} .. {self.window.get('end', '?')}  "
+            f"window {str(self.window.get('start', '?'))[:19]} .. "
+            f"{str(self.window.get('end', '?'))[:19]}  "
             f"rows {self.window.get('rows', 0):,}  days {self.window.get('days', 0)}",
             f"thresholds  v1 {_fmt(t.get('primary'))}  v2 {_fmt(t.get('candidate'))} "
             f"({t.get('candidate_source')})",
@@ -849,7 +850,7 @@ def _check_load(ctx: _Context) -> CheckResult:
     if backlog_ratio > pol.max_peak_backlog_ratio:
         failures.append(
             f"peak backlog {v1['peak_backlog']:.0f} -> {v2['peak_backlog']:.0f} items "
-            f"(x{backlog_ratio:.2f} of max(v1, {floor:.0f} reviewers))"
+            f"(x{backlog_ratio:.2f} of max(v1's, {floor:.0f} on duty))"
         )
     keep = (
         "policy",
@@ -893,7 +894,7 @@ def _check_load(ctx: _Context) -> CheckResult:
         pol.max_sla_breach_increase,
         f"Review queue like v1's: SLA breaches {_pct(v1['sla_breach_share'])} -> "
         f"{_pct(v2['sla_breach_share'])}, peak backlog {v1['peak_backlog']:.0f} -> "
-        f"{v2['peak_backlog']:.0f} items ({reviewers:.0f} reviewers).",
+        f"{v2['peak_backlog']:.0f} items ({reviewers:.3g} reviewers on duty).",
         details,
     )
 
@@ -1022,6 +1023,13 @@ def _check_outputs(ctx: _Context) -> CheckResult:
     }
     v1_worst = max((r["psi"] for r in v1_ref), default=None)
     v1_note = "" if v1_worst is None else f"; v1 vs its reference: max PSI {v1_worst:.3g}"
+    if drift_v2:
+        top2 = max(drift_v2, key=lambda r: r["psi"])
+        v1_drift = max((r["psi"] for r in drift_v1), default=math.nan)
+        v1_note += (
+            f"; drift through the week: v2 max PSI {top2['psi']:.3g} vs its first day "
+            f"({top2['window']}), v1 {v1_drift:.3g}"
+        )
     paired_note = ""
     if paired:
         psi_pair = max(r["psi"] for r in paired)
@@ -1129,7 +1137,8 @@ def _check_accuracy(ctx: _Context) -> CheckResult:
         "notes": list(om.notes),
     }
     p, r = figures["precision"], figures["recall"]
-    value = p["difference"][0]
+    # headline: the best case for v2 of its precision difference; a drop fails below -allowed
+    value = p["difference"][2]
     where = "audit slice (unbiased)" if pol.unbiased else "all labels (biased toward v1)"
     if failures:
         return _result(

@@ -72,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     except SigningError as exc:
         raise UsageError(str(exc)) from exc
     policy = load_policy(args.policy)
+    if args.primary_threshold is None and policy.thresholds.primary is None:
+        raise UsageError(
+            "v1's production threshold is missing: set [thresholds] primary in the policy or "
+            "pass --primary-threshold."
+        )
     reference = args.reference or policy.reference_path()
     # Hash first: the statement names exactly the bytes the gate was about to read.
     subjects = hash_inputs(
