@@ -229,8 +229,11 @@ class RouterConfig:
         _policy_iv(self.on_served_failure, "RouterConfig")
 
     @classmethod
-    def from_toml(cls, path: str | os.PathLike[str]) -> RouterConfig:
-        """Read settings from a TOML file; unknown keys are an error (typos must not pass)."""
+    def from_toml(
+        cls, path: str | os.PathLike[str], *, base: RouterConfig | None = None
+    ) -> RouterConfig:
+        """Read settings from a TOML file; keys it lacks keep ``base``'s values (default: the
+        defaults). Unknown keys are an error (a typo must not pass silently)."""
         with open(path, "rb") as fh:
             try:
                 data = tomllib.load(fh)
@@ -245,8 +248,8 @@ class RouterConfig:
                 "traffic_pct, audit_rate, on_served_failure."
             )
         try:
-            return cls(**data)
-        except ValueError as exc:
+            return replace(base, **data) if base is not None else cls(**data)
+        except (ValueError, TypeError) as exc:
             raise ValueError(f"Router config {os.fspath(path)!r}: {exc}") from exc
 
     def to_dict(self) -> dict[str, Any]:
@@ -442,7 +445,8 @@ class CanaryRouter:
         after logging the row, or answer with the other model's score (``served`` then names
         the other model). If both fail, :class:`ServedModelError` is raised either way.
     config : path or None
-        A TOML file (see :class:`RouterConfig`) whose settings override the three above; it is
+        A TOML file (see :class:`RouterConfig`) whose keys override the three above (keys it
+        lacks keep the values passed here); it is
         re-read when its modification time changes (checked at most every
         ``reload_interval`` seconds), so a ramp or a rollback needs no restart. A broken file
         keeps the last good settings and is counted in :meth:`stats`.
@@ -511,8 +515,9 @@ class CanaryRouter:
         self.clock = clock
         self._config_stamp: tuple[int, int] | None = None
         self._next_check = 0.0
+        self._base = self._config
         if self.config_path is not None:
-            self._config = RouterConfig.from_toml(self.config_path)
+            self._config = RouterConfig.from_toml(self.config_path, base=self._base)
             self._config_stamp = self._stamp()
 
     # -- settings ----------------------------------------------------------------------------
@@ -554,7 +559,7 @@ class CanaryRouter:
             stamp = self._stamp()
             if stamp == self._config_stamp:
                 return False
-            new = RouterConfig.from_toml(self.config_path)
+            new = RouterConfig.from_toml(self.config_path, base=self._base)
         except (OSError, ValueError) as exc:
             with self._lock:
                 self._counts["config_errors"] += 1

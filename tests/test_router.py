@@ -463,6 +463,14 @@ def test_toml_config_hot_reload(tmp_path: Path) -> None:
     assert r.route("x") == "primary"
 
 
+def test_toml_keys_missing_keep_constructor_values(tmp_path: Path) -> None:
+    cfg = tmp_path / "router.toml"
+    cfg.write_text("traffic_pct = 0.25\n")
+    r = CanaryRouter(Const("a"), Const("b"), 0.9, log=None, salt="s", config=cfg,
+                     audit_rate=0.05, on_served_failure="fallback")  # fmt: skip
+    assert r.config == RouterConfig(0.25, 0.05, "fallback")
+
+
 def test_toml_config_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "r.toml"
     cfg.write_text("trafic_pct = 0.1\n")
