@@ -49,9 +49,13 @@ Scenarios
     v2 has the better AP and flags as many requests as v1 at the same threshold.
 ``broken``
     A production-only failure: for ``country == "BR"`` between day 2 06:00 and day 4 18:00 the
-    ``amount`` feature arrives missing. v2's new feature pipeline silently fills it with 0 (so
-    its scores collapse there), and where ``account_age`` is missing too (5 % of those requests)
-    it raises ``ValueError``, which the router logs as a candidate error. v1 imputes and is fine.
+    merchant-enrichment service fails, so ``amount`` and ``merchant_risk`` arrive missing. v2's
+    new feature pipeline silently fills them with 0 (so its scores collapse there: median and
+    99th percentile drop several-fold), and where ``account_age`` is missing too (5 % of those
+    requests) it raises ``ValueError``, which the router logs as a candidate error. v1's
+    pipeline imputes training medians and carries on. Such rows are sent to the router in their
+    own ``predict_batch`` call (after the healthy rows of the hour), because the router re-scores
+    a batch whose ``score_batch`` raised row by row.
 ``drift``
     The benign models, but from mid-week (ramping over 12 hours) amounts grow, customers are
     further from home and traffic moves towards the app; both models see the shifted inputs and
@@ -66,7 +70,7 @@ threshold:
   the truth after a log-normal delay (median 6 h, 0.5 h to 3 days);
 - ``audit``: the router's random audit slice, whatever the models say (median 24 h);
 - ``chargeback``: 70 % of the *unflagged, unaudited* fraud, labelled 1 after a log-normal delay
-  (median 5 days, 1 to 60 days). Unflagged legitimate traffic is never labelled.
+  (median 7 days, 1 to 60 days). Unflagged legitimate traffic is never labelled.
 
 Labels are written as of ``as_of`` (default: the end of the week plus 3 days): a label whose
 ``label_ts`` is later has not arrived yet and is not written, so the last days of the week are
@@ -157,7 +161,8 @@ _CHANNEL_P = np.array([0.38, 0.42, 0.20])
 _CHANNEL_P_DRIFTED = np.array([0.28, 0.57, 0.15])
 _CHANNEL_EFFECT = np.array([0.3, 0.0, -0.8])
 
-_COL_AMOUNT = FEATURES.index("log_amount")
+# The merchant-enrichment service that fails in ``broken`` supplies these two features.
+_COLS_ENRICHMENT = [FEATURES.index("log_amount"), FEATURES.index("merchant_risk")]
 _COL_ACCOUNT_AGE = FEATURES.index("log_account_age_days")
 
 _PRIMARY_FLAG_RATE = 0.02
@@ -302,8 +307,8 @@ class _ServingModel:
 
     ``score_batch(X)`` returns ``expit(slope * logit(p) + intercept)`` of the estimator's
     ``predict_proba(X)[:, 1]`` after the pipeline's handling of missing features:
-    ``impute="median"`` fills NaN with the training medians (v1); ``impute="zero"`` fills a
-    missing ``log_amount`` with 0 and raises ``ValueError`` when ``log_account_age_days`` is
+    ``impute="median"`` fills NaN with the training medians (v1); ``impute="zero"`` fills
+    missing features with 0 and raises ``ValueError`` when ``log_account_age_days`` is
     missing (v2's new pipeline). ``score(x)`` scores one row with the same semantics.
     """
 
@@ -393,14 +398,16 @@ class _Models:
     primary: _ServingModel
     candidate: _ServingModel
     threshold: float
-    holdout_X: np.ndarray
+    reference_primary: np.ndarray
+    reference_candidate: np.ndarray
     holdout_y: np.ndarray
 
 
-def _models(seed: int, scenario: _Scenario, clock: _SimulatedClock | None = None) -> _Models:
-    """Serving wrappers of v1 and v2, v1's production threshold and the labelled holdout."""
+@functools.lru_cache(maxsize=16)
+def _calibration(seed: int, trigger_ratio: float, slope: float):
+    """v1's threshold, v2's recalibration intercept and both models' holdout scores (cached)."""
     v1, v2, medians = _trained(seed)
-    primary = _ServingModel(PRIMARY_ID, v1, impute="median", medians=medians, clock=clock)
+    primary = _ServingModel(PRIMARY_ID, v1, impute="median", medians=medians)
     raw = _ServingModel(CANDIDATE_ID, v2, impute="zero", medians=medians)
     X_cal, _ = _labelled_sample(seed, _STREAM_CALIBRATION, _CALIBRATION_ROWS, fresh=True)
     s1 = primary.score_batch(X_cal)
@@ -409,8 +416,25 @@ def _models(seed: int, scenario: _Scenario, clock: _SimulatedClock | None = None
     # v2 flags iff slope * logit(p) + b >= logit(threshold): put that cut at the quantile of
     # logit(p) that leaves trigger_ratio * q1 of the calibration sample above it.
     z2 = logit(np.clip(raw.raw_proba(X_cal), 1e-12, 1 - 1e-12))
-    cut = float(np.quantile(z2, 1 - scenario.trigger_ratio * q1))
-    intercept = float(logit(threshold)) - scenario.slope * cut
+    cut = float(np.quantile(z2, 1 - trigger_ratio * q1))
+    intercept = float(logit(threshold)) - slope * cut
+    candidate = _ServingModel(
+        CANDIDATE_ID, v2, impute="zero", medians=medians, slope=slope, intercept=intercept
+    )
+    X_h, y_h = _labelled_sample(seed, _STREAM_HOLDOUT, _HOLDOUT_ROWS, fresh=True)
+    ref_p, ref_c = primary.score_batch(X_h), candidate.score_batch(X_h)
+    for arr in (ref_p, ref_c, y_h):
+        arr.setflags(write=False)
+    return threshold, intercept, ref_p, ref_c, y_h
+
+
+def _models(seed: int, scenario: _Scenario, clock: _SimulatedClock | None = None) -> _Models:
+    """Serving wrappers of v1 and v2 (charging ``clock``), v1's threshold, holdout scores."""
+    v1, v2, medians = _trained(seed)
+    threshold, intercept, ref_p, ref_c, y_h = _calibration(
+        seed, scenario.trigger_ratio, scenario.slope
+    )
+    primary = _ServingModel(PRIMARY_ID, v1, impute="median", medians=medians, clock=clock)
     candidate = _ServingModel(
         CANDIDATE_ID,
         v2,
@@ -420,8 +444,7 @@ def _models(seed: int, scenario: _Scenario, clock: _SimulatedClock | None = None
         intercept=intercept,
         clock=clock,
     )
-    X_h, y_h = _labelled_sample(seed, _STREAM_HOLDOUT, _HOLDOUT_ROWS, fresh=True)
-    return _Models(primary, candidate, threshold, X_h, y_h)
+    return _Models(primary, candidate, threshold, ref_p, ref_c, y_h)
 
 
 # --------------------------------------------------------------------------------------------
@@ -760,8 +783,7 @@ def simulate_week(
         clock = _SimulatedClock()
         models = _models(seed, spec, clock)
         threshold = models.threshold
-        ref_primary = models.primary.score_batch(models.holdout_X)
-        ref_candidate = models.candidate.score_batch(models.holdout_X)
+        ref_primary, ref_candidate = models.reference_primary, models.reference_candidate
         primary_ap = float(average_precision_score(models.holdout_y, ref_primary))
         candidate_ap = float(average_precision_score(models.holdout_y, ref_candidate))
         _write_reference(out / "reference.parquet", ref_primary, ref_candidate, models.holdout_y)
@@ -818,14 +840,14 @@ def simulate_week(
                 u_raise = rng.random(n)
                 review_h = _lognormal_hours(rng, n, 6.0, 0.8, 0.5, 72.0)
                 audit_h = _lognormal_hours(rng, n, 24.0, 0.6, 1.0, 240.0)
-                chargeback_h = 24 * _lognormal_hours(rng, n, 5.0, 0.7, 1.0, 60.0)
+                chargeback_h = 24 * _lognormal_hours(rng, n, 7.0, 0.6, 1.0, 60.0)
                 jitter = rng.lognormal(0.0, 0.1, 2)
 
                 X = _matrix(w)
                 missing = np.zeros(n, dtype=bool)
                 if spec.broken and _BROKEN_WINDOW_H[0] <= hour < _BROKEN_WINDOW_H[1]:
                     missing = w["country"] == COUNTRIES.index(_BROKEN_COUNTRY)
-                    X[missing, _COL_AMOUNT] = np.nan
+                    X[np.ix_(missing, _COLS_ENRICHMENT)] = np.nan
                     X[missing & (u_raise < _BROKEN_RAISE_SHARE), _COL_ACCOUNT_AGE] = np.nan
                 raises = np.isnan(X[:, _COL_ACCOUNT_AGE])
 
