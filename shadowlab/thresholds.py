@@ -4,16 +4,19 @@
 order statistic of the candidate's scores. :func:`calibrate_threshold` computes it exactly with the
 mergeable-summary contract of :mod:`shadowlab.engine`:
 
-1. **histogram pass** -- a fine histogram of the candidate's scores (``2**14`` bins on [0, 1] plus an
-   underflow and an overflow bin; count, min and max per bin), together with the primary's trigger
-   count and the count of failed rows. When a critical bin holds more than ``_MAX_PULL`` rows and is
-   not a single tied value, a **zoom pass** re-bins just that bin (rare: scores far outside [0, 1]
-   or extremely concentrated);
+1. **histogram pass** -- one mergeable summary keyed by (UTC hour, v1 flag at its threshold,
+   candidate-score bin, segment columns) with the count, min, max and the candidate's flags at
+   v1's threshold per key. The bins are coarse (64 on [0, 1] plus an underflow and an overflow
+   bin); the hour / flag / segment keys are what make the stability tables, the segments and
+   the agreement table exact without another pass. When a critical bin holds more than
+   ``_MAX_PULL`` rows and is not a single tied value, a **zoom pass** re-bins just that bin
+   (256 sub-bins, same keys);
 2. **refinement pull** -- only the rows inside the bins that contain the needed ranks (the selected
-   rank, its neighbour and the two ranks of the confidence interval) are fetched; bins holding one
-   tied value are resolved from their min/max without pulling anything;
-3. **breakdown pass** -- with the threshold known, per hour (and segment) counts of v1 flags, v2
-   flags, both, and v2 at v1's threshold: the stability tables, segments and the agreement table.
+   rank, its neighbour and the two ranks of the confidence interval) are fetched, with their
+   hour, v1 flag and segment; bins holding one tied value are resolved from their min/max
+   without pulling anything. The finish is local and exact: the threshold is an observed score,
+   and the candidate's flags per hour and segment at that threshold are the counts of the bins
+   above it plus the pulled rows at or above it.
 
 The result records each pass and the rows it moved (:attr:`ThresholdCalibration.passes`).
 """
@@ -740,9 +743,11 @@ def calibrate_threshold(
     It treats the target rate as fixed (for ``'match'`` it does not propagate the uncertainty of
     v1's own rate). The rate interval is Wilson's score interval [3]_ for ``count / n_pairs``.
 
-    Passes: one histogram pass (zoom passes only when a critical bin is both huge and not tied),
-    one refinement pull of the rows in the critical bins, one breakdown pass (and, for a
-    ``Capacity`` target, one small per-day count pass).
+    Passes: one histogram pass (zoom passes only when a critical bin is both huge and not tied)
+    and one refinement pull of the rows in the critical bins; when some rows failed, one more
+    small pass counts which model failed. :attr:`ThresholdCalibration.passes` lists them with the
+    rows each moved. A ``Capacity`` target counts days from the histogram's hours (distinct UTC
+    calendar days with at least one valid pair).
 
     References
     ----------
