@@ -764,7 +764,8 @@ class LoadReport:
         ``*_lo`` / ``*_hi`` (min / max over seeds) for the wait, breach and backlog figures.
     timeline : polars.DataFrame
         Per policy and interval: ``interval_start``, ``arrivals``, ``capacity_reviewer_minutes``,
-        ``reviewers`` (mean on duty), ``backlog`` (items waiting at the interval's end),
+        ``reviewers`` (mean on duty), ``backlog`` (items waiting at the interval's end; fluid:
+        queued work over mean service, fractional; stochastic: mean over seeds),
         ``mean_wait_minutes`` and ``p95_wait_minutes`` of the items arriving in it (null when
         none).
     daily : polars.DataFrame
