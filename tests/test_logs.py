@@ -232,6 +232,7 @@ def test_writer_id_names_files(tmp_path: Path) -> None:
         PairLogWriter(tmp_path, writer_id="../x")
 
 
+@pytest.mark.slow
 def test_million_row_round_trip(tmp_path: Path) -> None:
     n = 1_000_000
     df = big_frame(n)
