@@ -647,7 +647,8 @@ class PairLogWriter:
     Rows are buffered in memory; :meth:`flush` sorts them into UTC days and writes one file per
     day under a temporary hidden name, fsyncs it and renames it atomically, so a crash loses at
     most the unflushed buffer and never leaves a partial visible file. The buffer is flushed by
-    :meth:`close`, on ``with`` exit and at interpreter exit (``atexit``). ``rows_flushed``,
+    :meth:`close`, on ``with`` exit and at interpreter exit (``atexit``; a process ended by a
+    signal without a handler, e.g. ``SIGTERM`` or ``SIGKILL``, loses its unflushed buffer). ``rows_flushed``,
     ``files_written`` and ``rows_dropped`` (rows of a flush that failed) are public counters.
     Context columns (anything beyond :data:`shadowlab.schema.PAIR_SCHEMA`) are written as
     extra columns after the schema columns.
