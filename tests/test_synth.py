@@ -37,7 +37,7 @@ SAMPLE = REPO / "data" / "samples" / "trigger-shift"
 @pytest.fixture(scope="module")
 def weeks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SimulatedWeek]:
     root = tmp_path_factory.mktemp("weeks")
-    rows = {"trigger-shift": 100_000, "benign": 60_000, "broken": 40_000, "drift": 40_000}
+    rows = {"trigger-shift": 100_000, "benign": 150_000, "broken": 40_000, "drift": 60_000}
     return {name: simulate_week(root / name, scenario=name, rows=n) for name, n in rows.items()}
 
 
@@ -150,7 +150,7 @@ def test_drift_shifts_inputs_mid_week(weeks):
     assert after["is_fraud"].mean() > before["is_fraud"].mean()
     # Before the drift, v2 is benign: the same trigger rate as v1 within a few percent.
     p, c = _trigger_rates(before, week.primary_threshold)
-    assert abs(c / p - 1) <= 0.08
+    assert abs(c / p - 1) <= 0.12  # about 30 k pre-drift rows: +-4 % sampling noise
 
 
 # -- the world --------------------------------------------------------------------------------
