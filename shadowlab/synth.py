@@ -66,9 +66,10 @@ Labels
 The label selection of a real fraud system, from the served model's decision at the production
 threshold:
 
-- ``review``: requests the served model flagged (score >= ``primary_threshold``), labelled with
-  the truth after a log-normal delay (median 6 h, 0.5 h to 3 days);
-- ``audit``: the router's random audit slice, whatever the models say (median 24 h);
+- ``review``: requests the served model flagged (score >= ``primary_threshold``) outside the
+  audit slice, labelled with the truth after a log-normal delay (median 6 h, 0.5 h to 3 days);
+- ``audit``: the router's random audit slice, whatever the models say, labelled with the truth
+  (median 24 h, 1 h to 10 days);
 - ``chargeback``: 70 % of the *unflagged, unaudited* fraud, labelled 1 after a log-normal delay
   (median 7 days, 1 to 60 days). Unflagged legitimate traffic is never labelled.
 
@@ -76,13 +77,30 @@ Labels are written as of ``as_of`` (default: the end of the week plus 3 days): a
 ``label_ts`` is later has not arrived yet and is not written, so the last days of the week are
 immature (most of their chargebacks are still missing). Reviewers are assumed to be right.
 
+Routing and latency
+-------------------
+The router runs with the given ``traffic_pct`` and ``audit_rate``, a salt derived from the seed
+and ``on_served_failure="fallback"`` (a canary request on which v2 fails is answered by v1, and
+``served`` says so). Latency columns come from a simulated clock: per request about 0.4 ms for
+v1 and 1.3 ms for v2, times ``1 + 0.6 * (hour's volume / peak volume)`` and a per-hour jitter.
+
+Truth
+-----
+``truth.parquet`` has one row per request: ``request_id``, ``is_fraud`` (int8), ``fraud_prob``
+(the true probability it was drawn from), ``feature_missing`` (the ``broken`` segment) and
+``drift`` (the drift strength in [0, 1] of the request's hour).
+
 Determinism
 -----------
 Every random draw comes from ``numpy.random.default_rng([seed, stream, hour])``, one generator
 per hour of the week and purpose, so the output depends only on the parameters, not on
-``chunk_rows``, the machine's thread count or the wall clock; request ids are
+``chunk_rows`` (except how pair rows are split into files) or the wall clock; request ids are
 ``tx<seed>-<index>``, the router's salt is derived from the seed, the writer's file names come
-from a fixed writer id and the router's latency is recorded by a deterministic simulated clock.
+from a fixed writer id (``PairLogWriter(writer_id=...)``) and latency from the simulated clock
+(``CanaryRouter(clock=...)``). Models are trained and run on one thread, so scores are
+bit-identical from run to run on the same platform; a different CPU or BLAS build may change
+the last bits of v1's coefficients (then regenerate the bundled sample, see
+``data/samples/README.md``).
 
 References
 ----------
