@@ -408,11 +408,14 @@ def test_e2e_trigger_shift_calibrated_passes_signed_and_verifies(scenario_weeks,
     assert f"changed: labels/{label_file.name}" in capsys.readouterr().out
 
 
-def test_e2e_benign_passes(scenario_weeks, tmp_path):
-    code, st = _gate(scenario_weeks["benign"], tmp_path)
+def test_e2e_benign_passes(scenario_weeks, tmp_path, capsys):
+    code, st = _gate(scenario_weeks["benign"], tmp_path, "--json")
     assert code == 0
     assert st["predicate"]["verdict"] == "PASS"
     assert _status(st)["trigger_parity"] == "PASS"
+    printed = json.loads(capsys.readouterr().out)  # --json: machine-readable, no table
+    assert printed["verdict"] == "PASS" and printed["sign"] == 1 and printed["signed"] is False
+    assert printed["predicate"] == st["predicate"]
 
 
 def test_e2e_broken_fails_naming_the_segment(scenario_weeks, tmp_path, capsys):
@@ -468,11 +471,8 @@ def test_e2e_same_inputs_same_predicate_apart_from_time(scenario_weeks, tmp_path
     assert a == b
 
 
-def test_e2e_json_and_usage_errors(scenario_weeks, tmp_path, capsys):
+def test_e2e_usage_errors_exit_2(scenario_weeks, tmp_path, capsys):
     week = scenario_weeks["benign"]
-    code, _ = _gate(week, tmp_path, "--json")
-    printed = json.loads(capsys.readouterr().out)
-    assert code == 0 and printed["verdict"] == "PASS" and printed["signed"] is False
     bad = tmp_path / "bad.toml"
     bad.write_text("[checks.trigger_parity]\nbnad = [0.8, 1.2]\n")
     code, _ = _gate(week, tmp_path, "--policy", str(bad), name="x.json")
