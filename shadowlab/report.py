@@ -177,6 +177,41 @@ def _histograms(source: Source, lo: float, hi: float, bins: int) -> pl.DataFrame
     return hist.with_columns(lo=lo + pl.col("bin") * width, hi=lo + (pl.col("bin") + 1) * width)
 
 
+def _reference_histogram(reference: Any, lo: float, hi: float, bins: int) -> pl.DataFrame:
+    """v2's reference (offline eval) scores on the same bins, as model ``"reference"``.
+
+    ``reference`` is a Parquet path or frame with ``model``/``score`` columns (as the synthetic
+    week writes it: the ``candidate`` rows are v2's), or a plain array of v2's scores.
+    """
+    if isinstance(reference, str | Path):
+        frame = pl.scan_parquet(reference)
+    elif isinstance(reference, pl.DataFrame | pl.LazyFrame):
+        frame = reference.lazy()
+    else:
+        frame = pl.LazyFrame({"score": np.asarray(reference, dtype=float)})
+    if "model" in frame.collect_schema().names():
+        frame = frame.filter(pl.col("model") == S.CANDIDATE)
+    width = (hi - lo) / bins if hi > lo else 1.0
+    return (
+        frame.select(
+            bin=((pl.col("score").fill_nan(None) - lo) / width)
+            .floor()
+            .clip(0, bins - 1)
+            .cast(pl.Int32)
+        )
+        .drop_nulls()
+        .group_by("bin")
+        .agg(n=pl.len())
+        .with_columns(
+            model=pl.lit("reference"),
+            lo=lo + pl.col("bin") * width,
+            hi=lo + (pl.col("bin") + 1) * width,
+        )
+        .select("model", "bin", "n", "lo", "hi")
+        .collect()
+    )
+
+
 def _segment_counts(
     source: Source, segments: Sequence[str], thresholds: Mapping[str, tuple[str, float]]
 ) -> pl.DataFrame:
@@ -218,7 +253,32 @@ def _quantiles_from_hist(hist: pl.DataFrame, model: str, probs: np.ndarray) -> n
 # --------------------------------------------------------------------------- charts
 
 
-def _density_chart(hist: pl.DataFrame, log_scale: bool) -> alt.Chart:
+def _display_histogram(fine: pl.DataFrame, share: float = 0.99) -> tuple[pl.DataFrame, float]:
+    """Re-bin the fine histogram into about :data:`HIST_BINS` bins up to the ``share`` quantile.
+
+    Fraud-like scores crowd near 0 with a long tail: drawing the whole [min, max] range would
+    squash the body into a few bins, so the drawn range ends at the larger of the two models'
+    ``share`` quantiles (the title says how much is shown).
+    """
+    top = 0
+    for model in (S.PRIMARY, S.CANDIDATE):
+        h = fine.filter(pl.col("model") == model).sort("bin")
+        if h.height:
+            cum = h["n"].cum_sum() / h["n"].sum()
+            top = max(top, int(h["bin"][int((cum < share).sum())]))
+    factor = max(1, -(-(top + 1) // HIST_BINS))
+    kept = fine.filter(pl.col("bin") <= top)
+    shown = float(kept["n"].sum() / fine["n"].sum()) if fine.height else 1.0
+    coarse = (
+        kept.with_columns(bin=pl.col("bin") // factor)
+        .group_by("model", "bin")
+        .agg(pl.col("n").sum(), pl.col("lo").min(), pl.col("hi").max())
+        .sort("model", "bin")
+    )
+    return coarse, shown
+
+
+def _density_chart(hist: pl.DataFrame, log_scale: bool, shown: float = 1.0) -> alt.Chart:
     frame = hist.with_columns(
         density=pl.col("n") / pl.col("n").sum().over("model") / (pl.col("hi") - pl.col("lo")),
         model=pl.col("model").replace_strict(
@@ -229,7 +289,7 @@ def _density_chart(hist: pl.DataFrame, log_scale: bool) -> alt.Chart:
         "density:Q", title="density", scale=alt.Scale(type="symlog" if log_scale else "linear")
     )
     return (
-        alt.Chart(frame, title="Score distributions")
+        alt.Chart(frame, title=f"Score distributions ({shown:.1%} of scores shown)")
         .mark_line(interpolate="step-after")
         .encode(
             x=alt.X("lo:Q", title="score"),
@@ -252,12 +312,14 @@ def _qq_chart(hist: pl.DataFrame) -> alt.Chart:
     )
     lo = float(np.nanmin(frame.select("v1", "v2").to_numpy())) if frame.height else 0.0
     hi = float(np.nanmax(frame.select("v1", "v2").to_numpy())) if frame.height else 1.0
+    # Scores crowd near 0 with a long tail: log axes when every quantile is positive.
+    kind = "log" if lo > 0 else "linear"
     points = (
-        alt.Chart(frame, title="Q-Q: v2 quantiles against v1 quantiles")
+        alt.Chart(frame, title="Q-Q: v2 quantiles against v1 quantiles (p0.5 to p99.5)")
         .mark_circle(size=18)
         .encode(
-            x=alt.X("v1:Q", title="v1 (primary) quantile"),
-            y=alt.Y("v2:Q", title="v2 (candidate) quantile"),
+            x=alt.X("v1:Q", title="v1 (primary) quantile", scale=alt.Scale(type=kind)),
+            y=alt.Y("v2:Q", title="v2 (candidate) quantile", scale=alt.Scale(type=kind)),
             tooltip=[alt.Tooltip("p:Q", format=".3f"), "v1:Q", "v2:Q"],
         )
     )
@@ -310,6 +372,165 @@ def _segment_chart(segments: pl.DataFrame, base: str, other: str) -> alt.Chart:
     )
     parity = alt.Chart(pl.DataFrame({"x": [1.0]})).mark_rule(color="black").encode(x="x:Q")
     return (bars + parity).properties(width=520)
+
+
+def _crosstab_chart(crosstab: pl.DataFrame) -> alt.Chart:
+    frame = crosstab.with_columns(
+        v1=pl.when(pl.col("primary_flag")).then(pl.lit("v1 flags")).otherwise(pl.lit("v1 passes")),
+        v2=pl.when(pl.col("candidate_flag"))
+        .then(pl.lit("v2 flags"))
+        .otherwise(pl.lit("v2 passes")),
+        text=pl.format(
+            "{} requests, {}% labelled",
+            pl.col("requests"),
+            (pl.col("labelled_share") * 100).round(1),
+        ),
+    )
+    base = alt.Chart(frame, title="Decisions of v1 and v2, with label coverage per cell")
+    heat = base.mark_rect().encode(
+        x=alt.X("v2:N", title=None, sort=["v2 flags", "v2 passes"]),
+        y=alt.Y("v1:N", title=None, sort=["v1 flags", "v1 passes"]),
+        color=alt.Color(
+            "labelled_share:Q", title="labelled", scale=alt.Scale(scheme="blues", domain=[0, 1])
+        ),
+        tooltip=[
+            "v1",
+            "v2",
+            "requests",
+            alt.Tooltip("labelled_share:Q", format=".1%"),
+            alt.Tooltip("review_share:Q", format=".1%"),
+            alt.Tooltip("audit_share:Q", format=".1%"),
+            alt.Tooltip("chargeback_share:Q", format=".1%"),
+            alt.Tooltip("positive_rate:Q", format=".1%", title="observed positive rate"),
+        ],
+    )
+    text = base.mark_text(fontSize=12).encode(
+        x=alt.X("v2:N", sort=["v2 flags", "v2 passes"]),
+        y=alt.Y("v1:N", sort=["v1 flags", "v1 passes"]),
+        text="text:N",
+        color=alt.condition("datum.labelled_share > 0.5", alt.value("white"), alt.value("black")),
+    )
+    return (heat + text).properties(width=420, height=200)
+
+
+def _queue_chart(timeline: pl.DataFrame, sla_minutes: float) -> alt.Chart:
+    # Hourly: the largest backlog and the largest p95 wait of each hour, per policy.
+    frame = (
+        timeline.group_by("policy", hour=pl.col("interval_start").dt.truncate("1h"))
+        .agg(pl.col("backlog").max(), pl.col("p95_wait_minutes").max())
+        .sort("policy", "hour")
+    )
+    backlog = (
+        alt.Chart(frame, title="Review backlog over the week (hourly peak)")
+        .mark_line()
+        .encode(
+            x=alt.X("hour:T", title=None),
+            y=alt.Y("backlog:Q", title="items waiting"),
+            color=alt.Color("policy:N", title=None),
+            tooltip=["policy", "hour:T", alt.Tooltip("backlog:Q", format=",.0f")],
+        )
+        .properties(width=720, height=200)
+    )
+    wait = (
+        alt.Chart(frame, title=f"p95 wait for a review (hourly peak; SLA {sla_minutes:g} min)")
+        .mark_line()
+        .encode(
+            x=alt.X("hour:T", title=None),
+            y=alt.Y("p95_wait_minutes:Q", title="minutes"),
+            color=alt.Color("policy:N", title=None),
+            tooltip=["policy", "hour:T", alt.Tooltip("p95_wait_minutes:Q", format=",.0f")],
+        )
+    )
+    sla = alt.Chart(pl.DataFrame({"y": [sla_minutes]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
+    return alt.vconcat(backlog, (wait + sla).properties(width=720, height=200))
+
+
+def _reliability_chart(reliability: pl.DataFrame) -> alt.Chart:
+    frame = reliability.with_columns(
+        curve=pl.col("model").replace_strict(
+            {S.PRIMARY: "v1", S.CANDIDATE: "v2"}, default=pl.col("model")
+        )
+        + " on "
+        + pl.col("data")
+    )
+    lines = (
+        alt.Chart(frame, title="Reliability: observed positive rate against mean score")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("mean_score:Q", title="mean score in bin"),
+            y=alt.Y("observed_rate:Q", title="observed positive rate"),
+            color=alt.Color("curve:N", title=None),
+            strokeDash=alt.StrokeDash("data:N", title="labels"),
+            tooltip=[
+                "curve",
+                "bin",
+                alt.Tooltip("mean_score:Q", format=".3f"),
+                alt.Tooltip("observed_rate:Q", format=".3f"),
+                "weight",
+            ],
+        )
+    )
+    diagonal = (
+        alt.Chart(pl.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]}))
+        .mark_line(strokeDash=[4, 4], color="grey")
+        .encode(x="x:Q", y="y:Q")
+    )
+    return (lines + diagonal).properties(width=340, height=300)
+
+
+def _pr_chart(curves: pl.DataFrame) -> alt.Chart:
+    return (
+        alt.Chart(curves, title="Precision–recall on the labelled sample (audit slice dashed)")
+        .mark_line()
+        .encode(
+            x=alt.X("recall:Q"),
+            y=alt.Y("precision:Q"),
+            color=alt.Color("model:N", title=None),
+            strokeDash=alt.StrokeDash("slice:N", title="labels"),
+            order="recall:Q",
+            tooltip=[
+                "model",
+                "slice",
+                alt.Tooltip("precision:Q", format=".3f"),
+                alt.Tooltip("recall:Q", format=".3f"),
+                alt.Tooltip("threshold:Q", format=".4f"),
+            ],
+        )
+        .properties(width=340, height=300)
+    )
+
+
+def _pr_curves(source: Source, labels: pl.LazyFrame, max_points: int = 400) -> pl.DataFrame:
+    """PR curves of both models on all labelled pairs and on the audit slice alone.
+
+    The labelled subset is a few percent of the week, so it is collected (one ``pull`` of the
+    labelled request ids); each curve is thinned to ``max_points`` points.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    latest = labels.sort(S.LABEL_TS).group_by(S.REQUEST_ID).agg(pl.col(S.LABEL).last()).collect()
+    cols = [S.REQUEST_ID, S.PRIMARY_SCORE, S.CANDIDATE_SCORE, S.AUDIT]
+    rows = source.pull(pl.col(S.REQUEST_ID).is_in(latest[S.REQUEST_ID].implode()), cols)
+    joined = rows.join(latest, on=S.REQUEST_ID, how="inner")
+    parts = []
+    for slice_name, frame in (("all labels", joined), ("audit slice", joined.filter(S.AUDIT))):
+        for model, col in (("v1", S.PRIMARY_SCORE), ("v2", S.CANDIDATE_SCORE)):
+            f = frame.drop_nulls(col)
+            y = f[S.LABEL].to_numpy()
+            if f.height < 2 or y.min() == y.max():
+                continue
+            precision, recall, thr = precision_recall_curve(y, f[col].to_numpy())
+            keep = np.unique(np.linspace(0, len(thr) - 1, min(max_points, len(thr))).astype(int))
+            parts.append(
+                pl.DataFrame(
+                    {
+                        "precision": precision[keep],
+                        "recall": recall[keep],
+                        "threshold": thr[keep],
+                    }
+                ).with_columns(model=pl.lit(model), slice=pl.lit(slice_name))
+            )
+    return pl.concat(parts) if parts else pl.DataFrame()
 
 
 # --------------------------------------------------------------------------- page
@@ -417,6 +638,8 @@ def build_report(
     signature: str | None = None,
     segments: Sequence[str] | None = None,
     log_scale: bool = False,
+    capacity: Any = None,
+    sla: str | dt.timedelta = "4h",
     title: str = "shadowlab: shadow-week report",
 ) -> Report:
     """Aggregate a week of pair logs and draw the report.
@@ -440,6 +663,11 @@ def build_report(
         Context columns for the per-segment chart; default every string context column.
     log_scale : bool
         Draw the score densities on a symmetric-log axis.
+    capacity : ReviewCapacity, optional
+        Review staffing for the queue replay (:func:`shadowlab.load.simulate_load`); by default
+        staffing sized so that v1 runs at 85 % utilisation.
+    sla : str or timedelta
+        The review SLA drawn on the waiting-time chart.
 
     Returns
     -------
@@ -466,15 +694,14 @@ def build_report(
     if lo is None or hi is None:
         raise ValueError("The pair logs hold no valid score: nothing to draw.")
     hist_fine = _histograms(source, lo, hi, QQ_BINS)
-    coarse = QQ_BINS // HIST_BINS
-    hist = (
-        hist_fine.with_columns(bin=pl.col("bin") // coarse)
-        .group_by("model", "bin")
-        .agg(pl.col("n").sum(), pl.col("lo").min(), pl.col("hi").max())
-        .sort("model", "bin")
-    )
+    if reference is not None:
+        ref_hist = _reference_histogram(reference, lo, hi, QQ_BINS)
+        hist_fine = pl.concat(
+            [hist_fine.select(ref_hist.columns), ref_hist], how="vertical_relaxed"
+        )
+    hist, shown = _display_histogram(hist_fine)
     charts: dict[str, alt.TopLevelMixin] = {
-        "score_distributions": _density_chart(hist, log_scale),
+        "score_distributions": _density_chart(hist, log_scale, shown),
         "qq": _qq_chart(hist_fine),
         "trigger_rate_hourly": _hourly_chart(hourly, list(rules)),
     }
@@ -486,6 +713,36 @@ def build_report(
         charts["segment_ratios"] = _segment_chart(seg, names[0], other)
     else:
         notes.append("Per-segment ratios: the logs have no string context columns.")
+    if candidate_threshold is not None:
+        from shadowlab.load import simulate_load
+
+        policies = {
+            "v1 at t1": (S.PRIMARY, primary_threshold),
+            "v2 at t1 (naive)": (S.CANDIDATE, primary_threshold),
+            "v2 at t2 (calibrated)": (S.CANDIDATE, candidate_threshold),
+        }
+        load = simulate_load(source, policies, capacity, sla=sla, baseline="v1 at t1")
+        charts["review_queue"] = _queue_chart(load.timeline, load.sla_minutes)
+    if labels is None:
+        notes.append("Decision cross-tab, reliability and PR curves: no labels given (--labels).")
+    elif candidate_threshold is not None:
+        from shadowlab.accuracy import operating_point_metrics
+        from shadowlab.feedback import feedback_diagnostics
+        from shadowlab.logs import scan_labels
+
+        label_frame = labels if isinstance(labels, pl.LazyFrame) else scan_labels(labels)
+        feedback = feedback_diagnostics(source, label_frame, primary_threshold, candidate_threshold)
+        charts["decision_crosstab"] = _crosstab_chart(feedback.crosstab)
+        metrics = operating_point_metrics(
+            source, label_frame, primary_threshold, candidate_threshold, reference=reference
+        )
+        if metrics.reliability.height:
+            charts["reliability"] = _reliability_chart(metrics.reliability)
+        curves = _pr_curves(source, label_frame)
+        if curves.height:
+            charts["precision_recall"] = _pr_chart(curves)
+        else:
+            notes.append("PR curves: the labelled sample has a single class.")
     subtitle = (
         f"{int(hourly['n'].sum()):,} requests, {hourly['hour'].min()} to {hourly['hour'].max()}; "
         f"t1 = {primary_threshold:.4g}"

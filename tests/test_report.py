@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from conftest import make_pairs
+from conftest import make_labels, make_pairs
 
 from shadowlab.report import HIST_BINS, build_report
 
@@ -27,12 +27,25 @@ def week() -> pl.DataFrame:
         primary,
         candidate,
         seconds=np.sort(rng.uniform(0, 7 * 86400, n)),
+        audit=rng.random(n) < 0.05,
+        audit_rate=0.05,
         country=rng.choice(["DE", "FR", "GB"], n).tolist(),
     )
 
 
 @pytest.fixture(scope="module")
-def report_path(week: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def labels(week: pl.DataFrame) -> pl.LazyFrame:
+    # Reviews for v1's flags and the audit slice; the outcome follows v1's score.
+    rng = np.random.default_rng(8)
+    picked = week.filter((pl.col("primary_score") >= 0.1) | pl.col("audit"))
+    outcome = (rng.random(picked.height) < picked["primary_score"].to_numpy() * 3).astype(int)
+    return make_labels(picked["request_id"].to_list(), outcome.tolist()).lazy()
+
+
+@pytest.fixture(scope="module")
+def report_path(
+    week: pl.DataFrame, labels: pl.LazyFrame, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     verdict = {
         "verdict": "FAIL",
         "checks": [
@@ -52,16 +65,23 @@ def report_path(week: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) ->
             },
         ],
     }
-    report = build_report(week, primary_threshold=0.1, candidate_threshold=0.16, verdict=verdict)
+    report = build_report(
+        week, primary_threshold=0.1, candidate_threshold=0.16, labels=labels, verdict=verdict
+    )
+    assert list(report.charts) == [
+        "score_distributions", "qq", "trigger_rate_hourly", "segment_ratios", "review_queue",
+        "decision_crosstab", "reliability", "precision_recall",
+    ]  # fmt: skip
     return report.save(tmp_path_factory.mktemp("report") / "report.html")
 
 
-def test_charts_carry_only_aggregates(week: pl.DataFrame) -> None:
-    report = build_report(week, primary_threshold=0.1, candidate_threshold=0.16)
+def test_charts_carry_only_aggregates(week: pl.DataFrame, labels: pl.LazyFrame) -> None:
+    report = build_report(week, primary_threshold=0.1, candidate_threshold=0.16, labels=labels)
+    assert len(report.charts) == 8
     # 30 000 rows in, but no chart holds more than a few thousand points.
     for name, chart in report.charts.items():
         spec = chart.to_dict()
-        rows = sum(len(v) for v in spec.get("datasets", {}).values())
+        rows = sum(len(v) for v in spec.get("datasets", {}).values())  # every layer's data
         assert 0 < rows <= 5_000, (name, rows)
     hist = report.charts["score_distributions"].to_dict()["datasets"]
     assert sum(len(v) for v in hist.values()) <= 2 * HIST_BINS
@@ -120,7 +140,7 @@ def test_report_renders_in_headless_chromium(report_path: Path, tmp_path: Path) 
     try:
         driver.get(report_path.as_uri())
         charts = driver.find_elements(By.CSS_SELECTOR, "div.chart")
-        assert len(charts) == 4
+        assert len(charts) == 8
         WebDriverWait(driver, 30).until(
             lambda d: all(
                 el.find_elements(By.CSS_SELECTOR, "svg g")
@@ -141,3 +161,38 @@ def test_report_renders_in_headless_chromium(report_path: Path, tmp_path: Path) 
         assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
     finally:
         driver.quit()
+
+
+def test_reference_overlay_and_notes(week: pl.DataFrame) -> None:
+    rng = np.random.default_rng(9)
+    ref = pl.DataFrame({"model": ["candidate"] * 5000, "score": rng.beta(1, 12, 5000)})
+    report = build_report(week, primary_threshold=0.1, candidate_threshold=0.16, reference=ref)
+    models = {
+        row["model"]
+        for data in report.charts["score_distributions"].to_dict()["datasets"].values()
+        for row in data
+    }
+    assert models == {"v1 (primary)", "v2 (candidate)", "v2 reference"}
+    assert any("no labels" in n for n in report.notes)  # said, not silently left out
+
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "samples" / "trigger-shift"
+
+
+@pytest.mark.skipif(not (SAMPLE / "manifest.json").exists(), reason="bundled sample week missing")
+def test_report_cli_on_the_sample_week(tmp_path: Path) -> None:
+    import json
+
+    from shadowlab.cli import main
+
+    t1 = json.loads((SAMPLE / "manifest.json").read_text())["primary_threshold"]
+    out = tmp_path / "report.html"
+    code = main(
+        ["report", str(SAMPLE / "pairs"), "--labels", str(SAMPLE / "labels"),
+         "--reference", str(SAMPLE / "reference.parquet"), "--primary-threshold", str(t1),
+         "--out", str(out), "--quiet"]
+    )  # fmt: skip
+    assert code == 0
+    text = out.read_text()
+    assert text.count("class='chart'") == 8
+    assert "t2 = " in text  # the calibrated threshold was computed
