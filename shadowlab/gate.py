@@ -894,7 +894,7 @@ def _check_load(ctx: _Context) -> CheckResult:
         pol.max_sla_breach_increase,
         f"Review queue like v1's: SLA breaches {_pct(v1['sla_breach_share'])} -> "
         f"{_pct(v2['sla_breach_share'])}, peak backlog {v1['peak_backlog']:.0f} -> "
-        f"{v2['peak_backlog']:.0f} items ({reviewers:.3g} reviewers on duty).",
+        f"{v2['peak_backlog']:.0f} items ({reviewers:.3g} reviewer(s) on duty).",
         details,
     )
 
@@ -1194,6 +1194,7 @@ def _run_check(name: str, ctx: _Context) -> CheckResult:
         why = str(exc)
     except Exception as exc:  # fail closed: an analysis that raises cannot vouch for v2
         why = f"the analysis raised {type(exc).__name__}: {exc}"
+    why = why.rstrip(". ")
     return CheckResult(
         name,
         INCONCLUSIVE,

@@ -18,6 +18,7 @@ from shadowlab import schema as S
 from shadowlab.cli import main
 from shadowlab.gate import CHECKS, FAIL, INCONCLUSIVE, PASS, WARN, GateVerdict, run_gate
 from shadowlab.policy import GatePolicy, parse_policy
+from shadowlab.signing import ENV_SIGNING_KEY, generate_keypair
 
 HEAVY = ("outputs", "load", "accuracy", "feedback")
 
@@ -449,7 +450,7 @@ def test_e2e_drift_is_reported_and_policy_decides(scenario_weeks, tmp_path):
     assert code == 0 and _check(st, "outputs")["status"] == "PASS"
 
 
-def test_e2e_too_little_data_is_inconclusive_exit_1(scenario_weeks, tmp_path, capsys):
+def test_e2e_too_little_data_is_inconclusive_exit_1(scenario_weeks, tmp_path, capsys, monkeypatch):
     week = scenario_weeks["benign"]
     one_day = tmp_path / "one-day"
     shutil.copytree(week, one_day)
@@ -460,6 +461,16 @@ def test_e2e_too_little_data_is_inconclusive_exit_1(scenario_weeks, tmp_path, ca
     assert st["predicate"]["verdict"] == "INCONCLUSIVE" and st["predicate"]["sign"] == -1
     assert _check(st, "enough_data")["status"] == "INCONCLUSIVE"
     assert "UNSIGNED" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "verdict.json"), "--allow-unsigned"]) == 1
+    # signed from the environment variable: a valid signature on a negative verdict still exits 1
+    key = tmp_path / "env.key"
+    generate_keypair(key)
+    monkeypatch.setenv(ENV_SIGNING_KEY, key.read_text())
+    code, _ = _gate(one_day, tmp_path, name="signed.json")
+    assert code == 1 and "signed: Ed25519" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "signed.json"), "--public-key", f"{key}.pub"]) == 1
+    out = capsys.readouterr().out
+    assert "valid Ed25519 signature" in out and "the verdict is INCONCLUSIVE, not PASS" in out
 
 
 def test_e2e_same_inputs_same_predicate_apart_from_time(scenario_weeks, tmp_path):

@@ -3,6 +3,32 @@
 Exit codes: 0 PASS, 1 FAIL or INCONCLUSIVE, 2 bad usage or bad input. The verdict is written as
 an in-toto statement in a DSSE envelope, signed when a key is given (``--key FILE`` or the
 ``SHADOWLAB_SIGNING_KEY`` environment variable holding the PEM text), unsigned otherwise.
+
+In CI (GitHub Actions), the gate job fails on a negative verdict and the deploy job verifies the
+signed verdict against the same logs before it starts a canary::
+
+    gate:
+      runs-on: ubuntu-latest
+      steps:
+        - uses: actions/checkout@v4
+        - run: pip install shadowlab
+        - name: Shadow gate (exit 1 on FAIL/INCONCLUSIVE fails the job)
+          env:
+            SHADOWLAB_SIGNING_KEY: ${{ secrets.SHADOWLAB_SIGNING_KEY }}
+          run: >
+            shadowlab gate logs/pairs --labels logs/labels --reference eval/reference.parquet
+            --policy gate.toml --out verdict.json
+        - uses: actions/upload-artifact@v4
+          with: {name: verdict, path: verdict.json}
+    canary:
+      needs: gate
+      steps:
+        - uses: actions/download-artifact@v4
+          with: {name: verdict}
+        - run: >
+            shadowlab verify verdict.json --public-key keys/gate.pub
+            --logs logs/pairs --labels logs/labels --policy gate.toml
+        - run: ./deploy-canary.sh
 """
 
 from __future__ import annotations
