@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from scipy import special, stats
+from scipy import stats
 from scipy.spatial import distance as _distance
 
 from shadowlab import schema as S
@@ -60,8 +60,8 @@ __all__ = [
     "PSIResult",
     "QuantileTable",
     "ScoreSketch",
-    "WassersteinResult",
     "TwoSampleComparison",
+    "WassersteinResult",
     "compare_distributions",
     "compare_scores",
     "jensen_shannon",
@@ -615,7 +615,15 @@ def _ks_pvalue(
             z = np.sqrt(en) * d
             expt = -2 * z**2 - 2 * z * (m + 2 * n) / np.sqrt(m * n * (m + n)) / 3.0
             prob = np.exp(expt)
-    return float(d), float(np.clip(prob, 0, 1)), mode
+    prob = float(np.clip(prob, 0, 1))
+    if math.isnan(prob):
+        warnings.warn(
+            f"The KS p-value is undefined for sizes {n1} and {n2} with method={mode!r} "
+            "(as in scipy); pvalue is NaN.",
+            DegenerateInputWarning,
+            stacklevel=3,
+        )
+    return float(d), prob, mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -1141,6 +1149,8 @@ class PSIResult:
 
 def _psi_iv(bins: Any, binning: Any, eps: Any, func: str) -> tuple[Any, str]:
     _check_choice("binning", func, binning, ("quantile", "uniform", "edges", "evidently"))
+    if not isinstance(eps, float | int) or isinstance(eps, bool) or not (0 < eps < 1):
+        raise _param_error("eps", func, "a float in (0, 1)", eps)
     if binning == "edges" or (bins is not None and not isinstance(bins, int | np.integer)):
         if binning != "edges":
             raise _param_error("bins", func, "an int >= 2 (or edges with binning='edges')", bins)
@@ -1161,8 +1171,6 @@ def _psi_iv(bins: Any, binning: Any, eps: Any, func: str) -> tuple[Any, str]:
     if bins is None:
         return (None if binning == "evidently" else 10), binning
     _check_int("bins", func, bins, 2)
-    if not isinstance(eps, float | int) or isinstance(eps, bool) or not (0 < eps < 1):
-        raise _param_error("eps", func, "a float in (0, 1)", eps)
     return int(bins), binning
 
 
@@ -1634,7 +1642,7 @@ class ScoreSketch:
         return _Hist.from_frame(self.bins, self.n_missing)
 
     def _level(self, q: float) -> int:
-        i = int(round(q * 1000))
+        i = round(q * 1000)
         if not (1 <= i <= 999) or abs(q * 1000 - i) > 1e-9:
             raise ValueError(
                 f"A ScoreSketch keeps exact quantiles at levels k/1000 only; level {q!r} is not "
@@ -1760,7 +1768,16 @@ def _paired_stats(table: pl.DataFrame, cells: int) -> tuple[float, float, float,
     mean = (n + 1) / 2
     cov = np.sum(m * np.outer(rr - mean, cr - mean))
     vr, vc = np.sum(r * (rr - mean) ** 2), np.sum(c * (cr - mean) ** 2)
-    rho = cov / math.sqrt(vr * vc) if vr > 0 and vc > 0 else math.nan
+    if vr > 0 and vc > 0:
+        rho = cov / math.sqrt(vr * vc)
+    else:
+        rho = math.nan
+        warnings.warn(
+            "Spearman correlation of the paired scores is undefined: one model's scores are "
+            "constant in this window/segment; spearman is NaN.",
+            DegenerateInputWarning,
+            stacklevel=4,
+        )
     below = np.vstack([m[::-1].cumsum(0)[::-1][1:], np.zeros((1, cells))])  # rows strictly after
     left = np.hstack([np.zeros((cells, 1)), below.cumsum(1)[:, :-1]])  # cols strictly before
     disc = float(np.sum(m * left))

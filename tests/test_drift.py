@@ -1,0 +1,601 @@
+"""Tests of shadowlab.drift against scipy, numpy, a slow reference PSI and the evidently package.
+
+Every expected number comes from the reference named in the test (scipy.stats.ks_2samp,
+scipy.stats.wasserstein_distance, np.quantile, scipy.spatial.distance.jensenshannon,
+scipy.stats.spearmanr/kendalltau, Evidently 0.7.23's own PSI and KS tests).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import warnings
+
+import numpy as np
+import polars as pl
+import pytest
+import scipy.stats as st
+from conftest import make_pairs
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as hst
+from scipy.spatial.distance import jensenshannon
+
+from shadowlab import schema as S
+from shadowlab.drift import (
+    DegenerateInputWarning,
+    DistributionComparison,
+    KSExactFallbackWarning,
+    ScoreSketch,
+    compare_distributions,
+    compare_scores,
+    jensen_shannon,
+    ks_2samp,
+    psi,
+    quantile_table,
+    wasserstein_distance,
+)
+
+
+def _scipy_ks(a, b, alternative="two-sided", method="auto"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = st.ks_2samp(a, b, alternative=alternative, method=method)
+    return res, any(issubclass(w.category, RuntimeWarning) for w in caught)
+
+
+def _ours_ks(a, b, **kw):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = ks_2samp(a, b, **kw)
+    return res, any(issubclass(w.category, KSExactFallbackWarning) for w in caught)
+
+
+def _assert_ks_equal(ours, ref):
+    assert ours.statistic == float(ref.statistic)
+    if np.isnan(ref.pvalue):  # scipy: asymp with n1 = n2 = 1 (kstwo with n = 0)
+        assert np.isnan(ours.pvalue)
+    elif ref.pvalue == 0:
+        assert ours.pvalue == 0
+    else:
+        assert ours.pvalue == pytest.approx(float(ref.pvalue), rel=1e-9, abs=0)
+    assert ours.statistic_location == float(ref.statistic_location)
+    assert ours.statistic_sign == int(ref.statistic_sign)
+
+
+# ------------------------------------------------------------------------------------------
+# KS: property tests against scipy
+# ------------------------------------------------------------------------------------------
+
+samples = hst.lists(
+    hst.one_of(
+        hst.integers(-3, 3).map(float),  # heavy ties
+        hst.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False, width=32),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    a=samples,
+    b=samples,
+    alternative=hst.sampled_from(["two-sided", "less", "greater"]),
+    method=hst.sampled_from(["auto", "exact", "asymp"]),
+)
+def test_ks_matches_scipy_property(a, b, alternative, method):
+    ref, ref_warned = _scipy_ks(a, b, alternative, method)
+    ours, warned = _ours_ks(np.array(a), np.array(b), alternative=alternative, method=method)
+    _assert_ks_equal(ours, ref)
+    assert warned == ref_warned
+    assert ours.exact_statistic and ours.statistic_error_bound == 0.0
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ([0.5], [0.5]),  # one element each, equal
+        ([0.1], [0.9]),  # one element each
+        ([0.3] * 5, [0.3] * 7),  # constant, identical
+        ([0.3] * 5, [0.4] * 7),  # constant, disjoint
+        ([1.0, 2.0, 3.0], [3.0, 2.0, 1.0, 1.0]),
+    ],
+)
+@pytest.mark.parametrize("alternative", ["two-sided", "less", "greater"])
+def test_ks_edge_cases_match_scipy(a, b, alternative):
+    ref, _ = _scipy_ks(a, b, alternative)
+    ours, _ = _ours_ks(a, b, alternative=alternative)
+    _assert_ks_equal(ours, ref)
+
+
+def test_ks_large_with_ties_uses_refinement_and_matches_scipy(rng):
+    # 30 000 + 25 000 values rounded to 4 decimals: many ties, asymptotic p-value ('auto')
+    a = np.round(rng.beta(2, 5, 30_000), 4)
+    b = np.round(rng.beta(2.1, 5, 25_000), 4)
+    for alternative in ("two-sided", "less", "greater"):
+        ours = ks_2samp(a, b, alternative=alternative)
+        _assert_ks_equal(ours, st.ks_2samp(a, b, alternative=alternative))
+    c = rng.beta(3, 7, 40_000)
+    d = rng.beta(3.1, 7, 35_000)
+    ours = ks_2samp(c, d)
+    _assert_ks_equal(ours, st.ks_2samp(c, d))
+    assert ours.rows_pulled > 0  # the refinement pull ran and finished exactly
+    assert ours.rows_pulled < (len(c) + len(d)) / 10
+    assert ours.passes == 2
+
+
+def test_ks_undefined_pvalue_is_nan_with_named_warning():
+    ref, _ = _scipy_ks([0.2], [0.7], method="asymp")
+    assert np.isnan(ref.pvalue)
+    with pytest.warns(DegenerateInputWarning, match="p-value"):
+        ours = ks_2samp([0.2], [0.7], method="asymp")
+    _assert_ks_equal(ours, ref)
+
+
+def test_ks_exact_method_fallback_warns_like_scipy():
+    # lcm(n1, n2) beyond int32: scipy switches exact -> asymp with a RuntimeWarning
+    a = np.linspace(0, 1, 50_000)
+    b = np.linspace(0.01, 1.01, 50_001)
+    ref, ref_warned = _scipy_ks(a, b, method="exact")
+    with pytest.warns(KSExactFallbackWarning):
+        ours = ks_2samp(a, b, method="exact")
+    assert ref_warned
+    _assert_ks_equal(ours, ref)
+    assert ours.method == "asymp"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_ks_binned_fallback_bound_holds(seed):
+    rng = np.random.default_rng(seed)
+    a = rng.beta(2, 5, 20_000)
+    b = rng.beta(2, 5 + 0.2 * seed, 15_000)
+    true = st.ks_2samp(a, b)
+    res = ks_2samp(a, b, max_pull_rows=0)
+    assert not res.exact_statistic
+    assert res.rows_pulled == 0
+    assert res.statistic <= float(true.statistic) <= res.statistic + res.statistic_error_bound
+    assert 0 <= res.statistic_error_bound < 1e-3  # 2**16 bins: the bound is small
+    # the exact path with a budget gives scipy's number
+    _assert_ks_equal(ks_2samp(a, b), true)
+
+
+def test_ks_nulls_and_nan_are_excluded_and_counted():
+    a = pl.Series([0.1, None, 0.4, float("nan"), 0.7])
+    b = np.array([0.2, np.nan, 0.5, 0.9])
+    res = ks_2samp(a, b)
+    _assert_ks_equal(res, st.ks_2samp([0.1, 0.4, 0.7], [0.2, 0.5, 0.9]))
+    assert (res.missing_reference, res.missing_current) == (2, 1)
+    assert (res.n_reference, res.n_current) == (3, 3)
+
+
+def test_ks_empty_input_raises_clear_error():
+    with pytest.raises(ValueError, match="Input reference of ks_2samp is empty"):
+        ks_2samp([], [1.0])
+    with pytest.raises(ValueError, match=r"Input current of ks_2samp is empty.*2 null/NaN"):
+        ks_2samp([1.0], [np.nan, np.nan])
+
+
+def test_ks_on_lazy_columns_and_parquet(tmp_path, rng):
+    p, c = rng.beta(2, 5, 5000), rng.beta(2.3, 5, 5000)
+    frame = make_pairs(p, c)
+    ref = st.ks_2samp(p, c)
+    _assert_ks_equal(ks_2samp(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=frame.lazy()), ref)
+    _assert_ks_equal(ks_2samp(pl.col(S.PRIMARY_SCORE), pl.col(S.CANDIDATE_SCORE), data=frame), ref)
+    # an expression is evaluated on the frame
+    res = ks_2samp(pl.col(S.PRIMARY_SCORE) * 2, pl.col(S.CANDIDATE_SCORE) * 2, data=frame)
+    _assert_ks_equal(res, st.ks_2samp(p * 2, c * 2))
+    path = tmp_path / "scores.parquet"
+    frame.select(S.PRIMARY_SCORE, S.CANDIDATE_SCORE).write_parquet(path)
+    _assert_ks_equal(ks_2samp(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=pl.scan_parquet(path)), ref)
+    with pytest.raises(ValueError, match=r"column 'primary_scor' not found.*'primary_score'"):
+        ks_2samp("primary_scor", S.CANDIDATE_SCORE, data=frame)
+    with pytest.raises(ValueError, match="no 'data' was given"):
+        ks_2samp("primary_score", "candidate_score")
+
+
+def test_ks_scores_outside_unit_interval(rng):
+    # the first pass guesses a [0, 1] grid; values outside it trigger a pass on the real range
+    a, b = rng.normal(50, 10, 3000), rng.normal(52, 10, 4000)
+    res = ks_2samp(a, b)
+    _assert_ks_equal(res, st.ks_2samp(a, b))
+    assert res.passes >= 2
+
+
+# ------------------------------------------------------------------------------------------
+# PSI
+# ------------------------------------------------------------------------------------------
+
+
+def _slow_psi(ref, cur, cuts, eps=1e-4):
+    """Obviously-correct PSI: bins [cut_i, cut_i+1) with outer bins to -inf/inf."""
+    c1 = np.array([np.sum((ref >= lo) & (ref < hi)) for lo, hi in _intervals(cuts)])
+    c2 = np.array([np.sum((cur >= lo) & (cur < hi)) for lo, hi in _intervals(cuts)])
+    p1, p2 = c1 / len(ref), c2 / len(cur)
+    p1, p2 = np.where(p1 == 0, eps, p1), np.where(p2 == 0, eps, p2)
+    return float(np.sum((p1 - p2) * np.log(p1 / p2))), c1, c2
+
+
+def _intervals(cuts):
+    edges = [-np.inf, *cuts, np.inf]
+    return list(itertools.pairwise(edges))
+
+
+@pytest.mark.parametrize("bins", [2, 5, 10, 13])
+def test_psi_quantile_matches_slow_reference(rng, bins):
+    ref, cur = rng.beta(2, 5, 20_000), rng.beta(2.4, 5, 15_000)
+    cuts = np.unique(np.quantile(ref, np.arange(1, bins) / bins))
+    expected, c1, c2 = _slow_psi(ref, cur, cuts)
+    res = psi(ref, cur, bins=bins)
+    assert res.statistic == pytest.approx(expected, rel=1e-12)
+    assert res.table["n_reference"].to_list() == c1.tolist()
+    assert res.table["n_current"].to_list() == c2.tolist()
+    assert res.table.height == bins == res.bins_requested
+    assert res.table["contribution"].sum() == pytest.approx(res.statistic, rel=1e-12)
+
+
+def test_psi_quantile_collapses_duplicate_edges():
+    ref = np.array([0.0] * 60 + list(np.linspace(0.1, 1, 40)))
+    cur = np.linspace(0, 1, 50)
+    cuts = np.unique(np.quantile(ref, np.arange(1, 10) / 10))
+    expected, _, _ = _slow_psi(ref, cur, cuts)
+    res = psi(ref, cur, bins=10)
+    assert res.table.height == len(cuts) + 1 < 10
+    assert res.bins_requested == 10
+    assert res.statistic == pytest.approx(expected, rel=1e-12)
+
+
+def test_psi_uniform_and_explicit_edges(rng):
+    ref, cur = rng.normal(0.5, 0.1, 5000), rng.normal(0.55, 0.1, 6000)
+    cuts = np.linspace(ref.min(), ref.max(), 8 + 1)[1:-1]
+    assert psi(ref, cur, bins=8, binning="uniform").statistic == pytest.approx(
+        _slow_psi(ref, cur, cuts)[0], rel=1e-12
+    )
+    edges = [0.0, 0.3, 0.45, 0.5, 0.6, 1.0]
+    res = psi(ref, cur, bins=edges, binning="edges")
+    assert res.statistic == pytest.approx(_slow_psi(ref, cur, edges[1:-1])[0], rel=1e-12)
+    assert res.table.height == 5
+    assert res.table["lower"][0] == 0.0 and res.table["upper"][-1] == 1.0
+
+
+def test_psi_eps_is_used_for_empty_bins():
+    ref = np.linspace(0, 1, 100)
+    cur = np.full(50, 0.05)  # all current values in the first decile
+    for eps in (1e-4, 1e-2):
+        expected, _, c2 = _slow_psi(ref, cur, np.quantile(ref, np.arange(1, 10) / 10), eps)
+        assert (c2 == 0).sum() == 9
+        assert psi(ref, cur, eps=eps).statistic == pytest.approx(expected, rel=1e-12)
+
+
+def test_jensen_shannon_on_psi_bins(rng):
+    ref, cur = rng.beta(2, 5, 4000), rng.beta(2.5, 5, 3000)
+    cuts = np.quantile(ref, np.arange(1, 10) / 10)
+    _, c1, c2 = _slow_psi(ref, cur, cuts)
+    expected = jensenshannon(c1 / len(ref), c2 / len(cur), base=2)
+    assert jensen_shannon(ref, cur) == pytest.approx(expected, rel=1e-12)
+    assert psi(ref, cur).jensen_shannon == pytest.approx(expected, rel=1e-12)
+
+
+# Evidently: the package itself is the reference (dev extra). It needs pandas<3.
+evidently_psi = pytest.importorskip(
+    "evidently.legacy.calculations.stattests.psi",
+    reason="evidently 0.7.23 (dev extra, needs pandas<3) is not importable",
+)
+
+
+def _evidently(a, b):
+    import pandas as pd
+    from evidently.legacy.calculations.stattests.ks_stattest import _ks_stat_test
+    from evidently.legacy.core import ColumnType
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = evidently_psi._psi(pd.Series(a), pd.Series(b), ColumnType.Numerical, 0.1)[0]
+        k = _ks_stat_test(pd.Series(a), pd.Series(b), ColumnType.Numerical, 0.05)[0]
+    return float(p), float(k)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["beta", "shifted", "few_distinct", "integers_many", "tiny", "disjoint"],
+)
+def test_psi_evidently_mode_and_ks_match_evidently_package(case):
+    rng = np.random.default_rng(7)
+    a, b = {
+        "beta": (rng.beta(2, 5, 5000), rng.beta(2.3, 5, 7000)),
+        "shifted": (rng.normal(0, 1, 800), rng.normal(0.8, 1.3, 600)),
+        "few_distinct": (rng.integers(0, 5, 1000) / 4, rng.integers(0, 7, 800) / 4),
+        "integers_many": (rng.integers(0, 40, 900) * 1.0, rng.integers(5, 50, 700) * 1.0),
+        "tiny": (rng.normal(size=30), rng.normal(3, size=40)),
+        "disjoint": (rng.uniform(0, 0.4, 3000), rng.uniform(0.6, 1, 2000)),
+    }[case]
+    ev_psi, ev_ks = _evidently(a, b)
+    assert psi(a, b, binning="evidently").statistic == pytest.approx(ev_psi, rel=1e-9)
+    assert ks_2samp(a, b).pvalue == pytest.approx(ev_ks, rel=1e-9, abs=1e-300)
+
+
+def test_psi_evidently_mode_honours_bins(rng):
+    # Evidently ignores n_bins for numeric columns (its issue #1400); we use the count given.
+    a, b = rng.beta(2, 5, 3000), rng.beta(2, 5, 3000)
+    assert psi(a, b, binning="evidently").table.height == int(np.ceil(np.log2(6000) + 1))
+    assert psi(a, b, binning="evidently", bins=7).table.height == 7
+    edges = np.histogram_bin_edges(np.concatenate([a, b]), bins=7)
+    ca, cb = np.histogram(a, edges)[0] / 3000, np.histogram(b, edges)[0] / 3000
+    assert psi(a, b, binning="evidently", bins=7).statistic == pytest.approx(
+        float(np.sum((ca - cb) * np.log(ca / cb))), rel=1e-12
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Wasserstein, quantiles
+# ------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=samples, b=samples)
+def test_wasserstein_matches_scipy_property(a, b):
+    expected = st.wasserstein_distance(a, b)
+    res = wasserstein_distance(np.array(a), np.array(b))
+    assert res.statistic == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    assert res.error_bound == 0
+
+
+def test_wasserstein_large_matches_scipy(rng):
+    a, b = rng.beta(2, 5, 50_000), rng.beta(2, 5.1, 40_000)
+    assert wasserstein_distance(a, b).statistic == pytest.approx(
+        st.wasserstein_distance(a, b), rel=1e-9
+    )
+    binned = wasserstein_distance(a, b, max_pull_rows=0)
+    exact = st.wasserstein_distance(a, b)
+    assert abs(binned.statistic - exact) <= binned.error_bound + 1e-15
+
+
+@settings(max_examples=60, deadline=None)
+@given(a=samples, b=samples)
+def test_quantile_table_matches_numpy_property(a, b):
+    levels = (0.0, 0.01, 0.25, 0.5, 0.77, 0.999, 1.0)
+    res = quantile_table(np.array(a), np.array(b), quantiles=levels)
+    assert res.table["reference"].to_list() == np.quantile(a, levels).tolist()
+    assert res.table["current"].to_list() == np.quantile(b, levels).tolist()
+
+
+def test_quantile_table_default_levels(rng):
+    a, b = rng.beta(2, 5, 30_000), rng.beta(2, 4, 20_000)
+    res = quantile_table(a, b)
+    levels = [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999]
+    assert res.table["quantile"].to_list() == levels
+    assert res.table["reference"].to_list() == np.quantile(a, levels).tolist()
+    assert res.table["current"].to_list() == np.quantile(b, levels).tolist()
+
+
+def test_compare_distributions_equals_the_single_functions(rng):
+    a, b = rng.beta(2, 5, 30_000), rng.beta(2.2, 5, 25_000)
+    res = compare_distributions(a, b)
+    _assert_ks_equal(res.ks, st.ks_2samp(a, b))
+    assert res.psi.statistic == psi(a, b).statistic
+    assert res.wasserstein.statistic == pytest.approx(st.wasserstein_distance(a, b), rel=1e-9)
+    assert res.quantiles.table.equals(quantile_table(a, b).table)
+    assert res.passes == 2
+    json.dumps(res.to_dict(), allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------------
+# ScoreSketch: a stored reference
+# ------------------------------------------------------------------------------------------
+
+
+def test_sketch_roundtrip_and_statistics(tmp_path, rng):
+    ref, cur = rng.beta(2, 5, 40_000), rng.beta(2.2, 5, 30_000)
+    sketch = ScoreSketch.from_scores(ref, model="candidate")
+    path = sketch.save(tmp_path / "ref.sketch.parquet")
+    loaded = ScoreSketch.load(path)
+    assert loaded.n == 40_000 and loaded.model == "candidate"
+    assert loaded.bins.equals(sketch.bins)
+    # exact: quantiles at k/1000 and quantile-binned PSI with a bin count dividing 1000
+    assert loaded.quantile(0.25) == np.quantile(ref, 0.25)
+    assert quantile_table(loaded, cur).table["reference"].to_list() == pytest.approx(
+        np.quantile(ref, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999]).tolist(), rel=1e-15
+    )
+    for bins in (10, 20):
+        assert psi(loaded, cur, bins=bins).statistic == pytest.approx(
+            psi(ref, cur, bins=bins).statistic, rel=1e-12
+        )
+    # bounded: KS (values inside a bin are not kept)
+    ks = ks_2samp(loaded, cur)
+    true = float(st.ks_2samp(ref, cur).statistic)
+    assert not ks.exact_statistic
+    assert ks.statistic <= true <= ks.statistic + ks.statistic_error_bound
+    with pytest.raises(ValueError, match="divide 1000"):
+        psi(loaded, cur, bins=7)
+    bad = tmp_path / "plain.parquet"
+    pl.DataFrame({"x": [1.0]}).write_parquet(bad)
+    with pytest.raises(ValueError, match="not a ScoreSketch file"):
+        ScoreSketch.load(bad)
+
+
+# ------------------------------------------------------------------------------------------
+# compare_scores on pair logs
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def week(rng):
+    n = 6000
+    p = rng.beta(2, 6, n)
+    c = np.clip(p * 1.1 + rng.normal(0, 0.03, n), 0, 1)
+    p[::500] = np.nan  # a few primary failures
+    country = rng.choice(["DE", "FR"], n)
+    seconds = np.sort(rng.uniform(0, 3 * 86400, n))  # three days
+    return make_pairs(p, c, seconds=seconds, country=country), p, c, country, seconds
+
+
+def test_compare_scores_rows_match_single_statistics(week, rng):
+    frame, p, c, country, seconds = week
+    ref_scores = rng.beta(2, 6, 3000)
+    res = compare_scores(frame, reference={"candidate": ref_scores}, every="1d", by="country")
+    assert isinstance(res, DistributionComparison)
+    t = res.table
+    assert set(t["comparison"]) == {"candidate_vs_primary", "vs_reference", "vs_first_window"}
+    day = (seconds // 86400).astype(int)
+    # day 1, FR: each comparison equals the stand-alone function on the same subset
+    m1 = (day == 1) & (country == "FR")
+    m0 = (day == 0) & (country == "FR")
+    p1, c1 = p[m1 & ~np.isnan(p)], c[m1]
+    row = t.filter(
+        (pl.col("window").dt.day() == 3) & (pl.col("country") == "FR")
+    )  # WEEK_START is Nov 2; day index 1 is Nov 3
+    paired = row.filter(pl.col("comparison") == "candidate_vs_primary").row(0, named=True)
+    assert paired["ks_statistic"] == float(st.ks_2samp(p1, c1).statistic)
+    assert paired["psi"] == pytest.approx(psi(p1, c1).statistic, rel=1e-12)
+    assert paired["wasserstein"] == pytest.approx(st.wasserstein_distance(p1, c1), rel=1e-9)
+    assert paired["pvalue_valid"] is False
+    assert paired["missing_reference"] == int(np.isnan(p[m1]).sum())
+    vs_ref = row.filter(pl.col("comparison") == "vs_reference").row(0, named=True)
+    assert vs_ref["model"] == "candidate" and vs_ref["pvalue_valid"] is True
+    assert vs_ref["ks_pvalue"] == pytest.approx(st.ks_2samp(ref_scores, c1).pvalue, rel=1e-9)
+    first = row.filter(
+        (pl.col("comparison") == "vs_first_window") & (pl.col("model") == "primary")
+    ).row(0, named=True)
+    p0 = p[m0 & ~np.isnan(p)]
+    assert first["ks_statistic"] == float(st.ks_2samp(p0, p1).statistic)
+    # paired view: Spearman within 0.01 of scipy's; discordant-share interval holds the truth
+    mask = ~np.isnan(p) & m1
+    rho = st.spearmanr(p[mask], c[mask]).statistic
+    tau = st.kendalltau(p[mask], c[mask]).statistic  # no ties: tau-b = tau-a
+    assert paired["spearman"] == pytest.approx(rho, abs=0.01)
+    disc = (1 - tau) / 2
+    assert paired["discordant_share_lower"] <= disc <= paired["discordant_share_upper"]
+    assert paired["discordant_share"] == pytest.approx(disc, abs=0.01)
+    # quantiles per window/model and for the reference
+    q = res.quantiles.filter(pl.col("source") == "reference")
+    assert q["value"].to_list() == pytest.approx(
+        np.quantile(ref_scores, [0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999]).tolist()
+    )
+    d = res.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert len(d["table"]) == t.height
+
+
+def test_compare_scores_reference_parquet_and_budget(week, tmp_path, rng):
+    frame, p, *_ = week
+    ref_p, ref_c = rng.beta(2, 6, 2000), rng.beta(2, 5.5, 2000)
+    path = tmp_path / "reference.parquet"
+    pl.DataFrame(
+        {"model": ["primary"] * 2000 + ["candidate"] * 2000, "score": np.r_[ref_p, ref_c]}
+    ).write_parquet(path)
+    res = compare_scores(frame, reference=path, every=None)
+    t = res.table
+    assert t.height == 3  # one window: paired + two vs_reference rows
+    prim = t.filter((pl.col("comparison") == "vs_reference") & (pl.col("model") == "primary"))
+    assert prim["ks_statistic"][0] == float(st.ks_2samp(ref_p, p[~np.isnan(p)]).statistic)
+    # a tiny budget: binned KS with a bound that holds
+    small = compare_scores(frame, reference=path, every=None, max_pull_rows=0)
+    row = small.table.filter(pl.col("model") == "primary", pl.col("comparison") == "vs_reference")
+    true = float(st.ks_2samp(ref_p, p[~np.isnan(p)]).statistic)
+    lo, bound = row["ks_statistic"][0], row["ks_statistic_error_bound"][0]
+    assert lo <= true <= lo + bound
+    assert small.notes
+
+
+def test_compare_scores_constant_scores_warn_degenerate():
+    frame = make_pairs([0.5] * 20, list(np.linspace(0, 1, 20)))
+    with pytest.warns(DegenerateInputWarning, match="constant"):
+        res = compare_scores(frame, every=None)
+    assert math.isnan(res.table["spearman"][0])
+
+
+# ------------------------------------------------------------------------------------------
+# parameter errors (one format for every public function)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: psi([1.0], [1.0], bins=1),
+            "The 'bins' parameter of psi must be an int >= 2. Got 1 instead.",
+        ),
+        (
+            lambda: psi([1.0], [1.0], binning="sturges"),
+            "The 'binning' parameter of psi must be a str among {'quantile', 'uniform', "
+            "'edges', 'evidently'}. Got 'sturges' instead.",
+        ),
+        (
+            lambda: psi([1.0], [1.0], eps=0),
+            "The 'eps' parameter of psi must be a float in (0, 1). Got 0 instead.",
+        ),
+        (
+            lambda: ks_2samp([1.0], [1.0], method="fast"),
+            "The 'method' parameter of ks_2samp must be a str among {'auto', 'exact', "
+            "'asymp'}. Got 'fast' instead.",
+        ),
+        (
+            lambda: ks_2samp([1.0], [1.0], alternative="bigger"),
+            "The 'alternative' parameter of ks_2samp must be a str among {'two-sided', 'less', "
+            "'greater'}. Got 'bigger' instead.",
+        ),
+        (
+            lambda: ks_2samp([1.0], [1.0], max_pull_rows=-1),
+            "The 'max_pull_rows' parameter of ks_2samp must be an int >= 0. Got -1 instead.",
+        ),
+        (
+            lambda: wasserstein_distance([1.0], [1.0], max_pull_rows=1.5),
+            "The 'max_pull_rows' parameter of wasserstein_distance must be an int >= 0. "
+            "Got 1.5 instead.",
+        ),
+        (
+            lambda: quantile_table([1.0], [1.0], quantiles=[1.5]),
+            "The 'quantiles' parameter of quantile_table must be a non-empty sequence of floats "
+            "in [0, 1]. Got [1.5] instead.",
+        ),
+        (
+            lambda: jensen_shannon([1.0], [1.0], bins=0),
+            "The 'bins' parameter of psi must be an int >= 2. Got 0 instead.",
+        ),
+        (
+            lambda: compare_distributions([1.0], [1.0], bins=1),
+            "The 'bins' parameter of compare_distributions must be an int >= 2. Got 1 instead.",
+        ),
+        (
+            lambda: compare_scores(make_pairs([0.1], [0.2]), bins=1),
+            "The 'bins' parameter of compare_scores must be an int >= 2. Got 1 instead.",
+        ),
+        (
+            lambda: compare_scores(make_pairs([0.1], [0.2]), every="soon"),
+            "The 'every' parameter of compare_scores must be a polars duration string such as "
+            "'1d'. Got 'soon' instead.",
+        ),
+    ],
+)
+def test_parameter_errors(call, message):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_compare_scores_missing_segment_column_names_columns():
+    with pytest.raises(ValueError, match=r"column 'countr' not found.*Did you mean 'country'"):
+        compare_scores(make_pairs([0.1], [0.2], country=["DE"]), by="countr")
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------
+
+
+def test_cli_compare_writes_json(week, tmp_path, capsys):
+    from shadowlab.cli import main
+
+    frame = week[0]
+    logs = tmp_path / "pairs"
+    logs.mkdir()
+    frame.write_parquet(logs / "part-0.parquet")
+    out = tmp_path / "cmp.json"
+    code = main(["compare", str(logs), "--every", "1d", "--by", "country", "--json", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "candidate_vs_primary" in text and "not a valid test" in text
+    data = json.loads(out.read_text())
+    assert len(data["table"]) == 2 * (1 + 3 + 3)  # per segment: day 0 paired only, then 3
+    assert main(["compare", str(logs), "--bins", "1"]) == 2
