@@ -84,6 +84,7 @@ _FINAL, _DESIGN, _FINAL_SRC = "final_label", "design_label", "final_source"
 _N_LABELS = "n_labels"
 _PART, _SRC, _DBIN, _BIN, _VALUE = "part", "delay_source", "delay_bin", "bin", "value"
 _N, _W, _WW = "n", "w", "ww"
+_CODE, _FLAGS = "code", "flags"
 
 
 # --------------------------------------------------------------------------------------------
@@ -616,6 +617,58 @@ def _per_request(labels: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
 # --------------------------------------------------------------------------------------------
 
 
+# Bits of the cell code: v1 flags, v2 flags, audit drawn, served by the candidate, has a review /
+# audit / chargeback label, then final label and design label (each 0 = none, 1 = "0", 2 = "1").
+_BIT_V1, _BIT_V2, _BIT_AUDIT, _BIT_CANDIDATE = 1, 2, 4, 8
+_BIT_HAS = {"review": 16, "audit": 32, "chargeback": 64}
+_MUL_FINAL, _MUL_DESIGN = 128, 512
+
+
+def _encode(v1: pl.Expr, v2: pl.Expr, audit: pl.Expr) -> pl.Expr:
+    served = (pl.col(S.SERVED) == S.CANDIDATE).fill_null(False)
+    return (
+        v1.cast(pl.Int32) * _BIT_V1
+        + v2.cast(pl.Int32) * _BIT_V2
+        + audit.cast(pl.Int32) * _BIT_AUDIT
+        + served.cast(pl.Int32) * _BIT_CANDIDATE
+    )
+
+
+def _encode_labels() -> pl.Expr:
+    has = sum(
+        (pl.col(_HAS[s]).fill_null(False).cast(pl.Int32) * bit for s, bit in _BIT_HAS.items()),
+        start=pl.lit(0, dtype=pl.Int32),
+    )
+    final = (pl.col(_FINAL).cast(pl.Int32) + 1).fill_null(0) * _MUL_FINAL
+    design = (pl.col(_DESIGN).cast(pl.Int32) + 1).fill_null(0) * _MUL_DESIGN
+    return has + final + design
+
+
+def _decode(summary: pl.DataFrame) -> pl.DataFrame:
+    """Expand the cell code back into named columns (finish side, on the small summary)."""
+    c = pl.col(_CODE)
+
+    def bit(b: int) -> pl.Expr:
+        return ((c // b) % 2) == 1
+
+    def label(mul: int) -> pl.Expr:
+        v = (c // mul) % 4
+        return pl.when(v == 0).then(None).otherwise(v - 1).cast(pl.Int8)
+
+    return summary.with_columns(
+        bit(_BIT_V1).alias(_V1),
+        bit(_BIT_V2).alias(_V2),
+        bit(_BIT_AUDIT).alias(_AUD),
+        pl.when(bit(_BIT_CANDIDATE))
+        .then(pl.lit(S.CANDIDATE))
+        .otherwise(pl.lit(S.PRIMARY))
+        .alias(_SERVED),
+        *[bit(b).alias(_HAS[s]) for s, b in _BIT_HAS.items()],
+        label(_MUL_FINAL).alias(_FINAL),
+        label(_MUL_DESIGN).alias(_DESIGN),
+    )
+
+
 def _build_aggregation(
     per_request: pl.DataFrame,
     t1: float,
@@ -623,90 +676,58 @@ def _build_aggregation(
     segments: Sequence[str],
     score_bins: int,
 ) -> Aggregation:
-    label_table = per_request.lazy()
-    edges = _DELAY_EDGES_H[1:]
+    label_table = per_request.drop(_FINAL_SRC, *[f"{s}_ts" for s in S.LABEL_SOURCES]).lazy()
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
         rate = pl.col(S.AUDIT_RATE)
-        weight = pl.when(pl.col(S.AUDIT) & (rate > 0)).then(1.0 / rate).otherwise(0.0)
+        audit = pl.col(S.AUDIT).fill_null(False)
+        weight = pl.when(audit & (rate > 0)).then(1.0 / rate).otherwise(0.0)
+        v1 = (pl.col(S.PRIMARY_SCORE) >= t1).fill_null(False)
+        v2 = (pl.col(S.CANDIDATE_SCORE) >= t2).fill_null(False)
         joined = (
             lf.select(*_PAIR_COLUMNS, *segments)
             .join(label_table, on=S.REQUEST_ID, how="left")
             .with_columns(
-                (pl.col(S.PRIMARY_SCORE) >= t1).fill_null(False).alias(_V1),
-                (pl.col(S.CANDIDATE_SCORE) >= t2).fill_null(False).alias(_V2),
-                pl.col(S.AUDIT).fill_null(False).alias(_AUD),
+                _encode(v1, v2, audit).alias(_FLAGS),
                 pl.col(S.TS).dt.truncate("1h").alias(_HOUR),
-                *[pl.col(h).fill_null(False) for h in _HAS.values()],
                 weight.alias(_W),
             )
-            .cache()
         )
-        cells = joined.group_by(
-            _V1, _V2, _AUD, pl.col(S.SERVED).alias(_SERVED), _HOUR, *_HAS.values(), _FINAL, _DESIGN
-        ).agg(
-            pl.len().cast(pl.Int64).alias(_N),
-            pl.col(_W).sum().alias(_W),
-            (pl.col(_W) * pl.col(_W)).sum().alias(_WW),
-            pl.col(_N_LABELS).sum().cast(pl.Int64).alias(_N_LABELS),
-            pl.col(S.PRIMARY_SCORE).is_null().sum().cast(pl.Int64).alias("primary_errors"),
-            pl.col(S.CANDIDATE_SCORE).is_null().sum().cast(pl.Int64).alias("candidate_errors"),
-            (pl.col(S.AUDIT).fill_null(False) & ~(rate > 0).fill_null(False))
-            .sum()
-            .cast(pl.Int64)
-            .alias("audit_without_rate"),
-            pl.col(S.TRAFFIC_PCT).max().alias("traffic_pct"),
-            pl.col(S.AUDIT_RATE).filter(pl.col(S.AUDIT_RATE) > 0).max().alias("max_audit_rate"),
+        # One small-integer key instead of ten columns, and only plain sums/maxima of
+        # precomputed columns: the group-by is the hot loop and must stay streamable.
+        cells = (
+            joined.select(
+                (pl.col(_FLAGS) + _encode_labels()).alias(_CODE),
+                _HOUR,
+                _W,
+                (pl.col(_W) * pl.col(_W)).alias(_WW),
+                pl.col(_N_LABELS).fill_null(0).cast(pl.Int64),
+                pl.col(S.PRIMARY_SCORE).is_null().cast(pl.Int64).alias("primary_errors"),
+                pl.col(S.CANDIDATE_SCORE).is_null().cast(pl.Int64).alias("candidate_errors"),
+                (audit & ~(rate > 0).fill_null(False)).cast(pl.Int64).alias("audit_without_rate"),
+                pl.col(S.TRAFFIC_PCT).alias("traffic_pct"),
+                pl.when(rate > 0).then(rate).alias("max_audit_rate"),
+            )
+            .group_by(_CODE, _HOUR)
+            .agg(
+                pl.len().cast(pl.Int64).alias(_N),
+                *[
+                    pl.col(c).sum()
+                    for c in (
+                        _W,
+                        _WW,
+                        _N_LABELS,
+                        "primary_errors",
+                        "candidate_errors",
+                        "audit_without_rate",
+                    )
+                ],
+                pl.col("traffic_pct").max(),
+                pl.col("max_audit_rate").max(),
+            )
         )
-        parts = [cells.with_columns(pl.lit("cell").alias(_PART))]
-        for s in S.LABEL_SOURCES:
-            delay = (pl.col(f"{s}_ts") - pl.col(S.TS)).dt.total_microseconds() / 3.6e9
-            idx = (
-                pl.when(delay < 0)
-                .then(-1)
-                .otherwise(pl.sum_horizontal([(delay >= e).cast(pl.Int32) for e in edges]))
-            )
-            parts.append(
-                joined.filter(pl.col(f"{s}_ts").is_not_null())
-                .group_by(idx.cast(pl.Int32).alias(_DBIN))
-                .agg(
-                    pl.len().cast(pl.Int64).alias(_N),
-                    delay.sum().alias("delay_sum"),
-                    delay.max().alias("delay_max"),
-                )
-                .with_columns(pl.lit("delay").alias(_PART), pl.lit(s).alias(_SRC))
-            )
-        review_set = joined.filter(pl.col(_V1) | pl.col(_V2) | pl.col(_AUD))
-        for model in (S.PRIMARY, S.CANDIDATE):
-            col = pl.col(S.score_column(model))
-            b = (col * score_bins).floor().clip(0, score_bins - 1).cast(pl.Int32)
-            parts.append(
-                review_set.group_by(_V1, _V2, _AUD, b.cast(pl.String).alias(_BIN))
-                .agg(pl.len().cast(pl.Int64).alias(_N))
-                .with_columns(pl.lit(f"score:{S.score_column(model)}").alias(_PART))
-            )
-        for seg in segments:
-            parts.append(
-                review_set.group_by(_V1, _V2, _AUD, pl.col(seg).cast(pl.String).alias(_BIN))
-                .agg(pl.len().cast(pl.Int64).alias(_N))
-                .with_columns(pl.lit(f"segment:{seg}").alias(_PART))
-            )
-        return pl.concat(parts, how="diagonal_relaxed")
+        return cells
 
-    keys = (
-        _PART,
-        _V1,
-        _V2,
-        _AUD,
-        _SERVED,
-        _HOUR,
-        *_HAS.values(),
-        _FINAL,
-        _DESIGN,
-        _SRC,
-        _DBIN,
-        _BIN,
-    )
     reduce = {
         _N: "sum",
         _W: "sum",
@@ -717,10 +738,118 @@ def _build_aggregation(
         "audit_without_rate": "sum",
         "traffic_pct": "max",
         "max_audit_rate": "max",
-        "delay_sum": "sum",
-        "delay_max": "max",
     }
+    return Aggregation(build=build, keys=(_CODE, _HOUR), reduce=reduce)  # type: ignore[arg-type]
+
+
+def _delay_aggregation(per_request: pl.DataFrame) -> Aggregation:
+    """Label delays (``label_ts - ts``) per source, as a histogram keyed by the three sources'
+    bins jointly (labelled requests only: an inner join with the label table)."""
+    arrivals = per_request.select(S.REQUEST_ID, *[f"{s}_ts" for s in S.LABEL_SOURCES]).lazy()
+    edges = _DELAY_EDGES_H[1:]
+
+    def delay(s: str) -> pl.Expr:
+        return (pl.col(f"{s}_ts") - pl.col(S.TS)).dt.total_microseconds() / 3.6e9
+
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        cols = []
+        for s in S.LABEL_SOURCES:
+            d = pl.col(f"d_{s}")
+            idx = pl.sum_horizontal([(d >= e).cast(pl.Int32) for e in edges])
+            b = pl.when(d.is_null()).then(None).when(d < 0).then(-1).otherwise(idx)
+            cols.append(b.cast(pl.Int32).alias(f"bin_{s}"))
+        return (
+            lf.select(S.REQUEST_ID, S.TS)
+            .join(arrivals, on=S.REQUEST_ID, how="inner")
+            .select(*[delay(s).alias(f"d_{s}") for s in S.LABEL_SOURCES])
+            .with_columns(cols)
+            .group_by(*[f"bin_{s}" for s in S.LABEL_SOURCES])
+            .agg(
+                pl.len().cast(pl.Int64).alias(_N),
+                *[pl.col(f"d_{s}").sum().alias(f"sum_{s}") for s in S.LABEL_SOURCES],
+                *[pl.col(f"d_{s}").max().alias(f"max_{s}") for s in S.LABEL_SOURCES],
+            )
+        )
+
+    reduce: dict[str, str] = {_N: "sum"}
+    reduce.update({f"sum_{s}": "sum" for s in S.LABEL_SOURCES})
+    reduce.update({f"max_{s}": "max" for s in S.LABEL_SOURCES})
+    keys = tuple(f"bin_{s}" for s in S.LABEL_SOURCES)
     return Aggregation(build=build, keys=keys, reduce=reduce)  # type: ignore[arg-type]
+
+
+def _delay_parts(joint: pl.DataFrame) -> pl.DataFrame:
+    """Marginal delay histogram of each source from the joint one."""
+    parts = []
+    for s in S.LABEL_SOURCES:
+        if joint.height == 0:
+            continue
+        part = (
+            joint.filter(pl.col(f"bin_{s}").is_not_null())
+            .group_by(pl.col(f"bin_{s}").alias(_DBIN))
+            .agg(
+                pl.col(_N).sum(),
+                pl.col(f"sum_{s}").sum().alias("delay_sum"),
+                pl.col(f"max_{s}").max().alias("delay_max"),
+            )
+            .with_columns(pl.lit("delay").alias(_PART), pl.lit(s).alias(_SRC))
+        )
+        parts.append(part)
+    return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
+
+
+def _composition_aggregation(
+    t1: float, t2: float, segments: Sequence[str], score_bins: int
+) -> Aggregation:
+    """Review-set composition (v1 flags, v2 flags or audit drawn): counts by flags, both
+    models' score bins and every segment jointly. Needs no labels, so no join."""
+    seg_keys = [f"seg_{i}" for i in range(len(segments))]
+
+    def bins(model: str) -> pl.Expr:
+        col = pl.col(S.score_column(model))
+        return (col * score_bins).floor().clip(0, score_bins - 1).cast(pl.Int32)
+
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        v1 = (pl.col(S.PRIMARY_SCORE) >= t1).fill_null(False)
+        v2 = (pl.col(S.CANDIDATE_SCORE) >= t2).fill_null(False)
+        audit = pl.col(S.AUDIT).fill_null(False)
+        return (
+            lf.select(
+                (_encode(v1, v2, audit) % 8).alias(_CODE),
+                bins(S.PRIMARY).alias("bin_primary"),
+                bins(S.CANDIDATE).alias("bin_candidate"),
+                *[
+                    pl.col(c).cast(pl.String).alias(k)
+                    for c, k in zip(segments, seg_keys, strict=True)
+                ],
+            )
+            .filter(pl.col(_CODE) > 0)
+            .group_by(_CODE, "bin_primary", "bin_candidate", *seg_keys)
+            .agg(pl.len().cast(pl.Int64).alias(_N))
+        )
+
+    keys = (_CODE, "bin_primary", "bin_candidate", *seg_keys)
+    return Aggregation(build=build, keys=keys, reduce={_N: "sum"})
+
+
+def _composition_parts(joint: pl.DataFrame, segments: Sequence[str]) -> pl.DataFrame:
+    """Marginal composition per feature (score bins of each model, each segment)."""
+    if joint.height == 0:
+        return pl.DataFrame()
+    features = [
+        (f"score:{S.PRIMARY_SCORE}", pl.col("bin_primary").cast(pl.String)),
+        (f"score:{S.CANDIDATE_SCORE}", pl.col("bin_candidate").cast(pl.String)),
+        *[(f"segment:{c}", pl.col(f"seg_{i}")) for i, c in enumerate(segments)],
+    ]
+    return pl.concat(
+        [
+            joint.group_by(_CODE, key.alias(_BIN))
+            .agg(pl.col(_N).sum())
+            .with_columns(pl.lit(name).alias(_PART))
+            for name, key in features
+        ],
+        how="diagonal_relaxed",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1353,10 +1482,34 @@ def feedback_diagnostics(
     per_request, label_counts = _per_request(label_rows)
     counts.update(label_counts)
 
-    agg = _build_aggregation(
-        per_request, float(primary_threshold), float(candidate_threshold), segs, score_bins
+    t1, t2 = float(primary_threshold), float(candidate_threshold)
+    # Three streaming passes, each one group-by (a shared multi-output plan would buffer the
+    # joined week): cells (pairs ⟕ labels), label delays (pairs ⋈ labels, labelled rows only),
+    # review-set composition (pairs only).
+    cells_summary = source.aggregate(_build_aggregation(per_request, t1, t2, segs, score_bins))
+    delay_summary = (
+        source.aggregate(_delay_aggregation(per_request)) if per_request.height else pl.DataFrame()
     )
-    summary = source.aggregate(agg)
+    comp_summary = source.aggregate(_composition_aggregation(t1, t2, segs, score_bins))
+    summary = pl.concat(
+        [
+            cells_summary.with_columns(pl.lit("cell").alias(_PART)),
+            _delay_parts(delay_summary),
+            _composition_parts(comp_summary, segs),
+        ],
+        how="diagonal_relaxed",
+    )
+    for col, dtype in (
+        (_SRC, pl.String),
+        (_DBIN, pl.Int32),
+        (_BIN, pl.String),
+        ("delay_sum", pl.Float64),
+        ("delay_max", pl.Float64),
+    ):
+        if col not in summary.columns:
+            summary = summary.with_columns(pl.lit(None, dtype=dtype).alias(col))
+    if cells_summary.height:
+        summary = _decode(summary)
     if summary.height == 0:
         raise ValueError(
             "Pairs are empty: there is nothing to diagnose. Fix: pass a non-empty week."
