@@ -498,3 +498,78 @@ def test_e2e_usage_errors_exit_2(scenario_weeks, tmp_path, capsys):
     assert main(["gate", str(tmp_path / "nope"), "--labels", str(week / "labels"),
                  "--primary-threshold", "0.1", "--out", str(tmp_path / "w.json")]) == 2  # fmt: skip
     assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# The checks that read other analyses: figures equal the analyses' own
+# --------------------------------------------------------------------------------------------
+
+
+def _labelled_week(rng, n=21_000, *, candidate="good"):
+    """v1 calibrated (truth ~ Bernoulli(v1 score)); v2 either the same ranking or noise."""
+    p = rng.beta(1, 8, n)
+    y = (rng.random(n) < p).astype(int)
+    c = np.clip(p + rng.normal(0, 0.01, n), 0, 1) if candidate == "good" else rng.beta(1, 8, n)
+    audit = rng.random(n) < 0.2
+    pairs = make_pairs(p, c, audit=audit, audit_rate=0.2, country=["DE", "FR", "US"] * (n // 3))
+    keep = (p >= 0.3) | audit
+    ids = pairs.filter(pl.Series(keep))[S.REQUEST_ID].to_list()
+    src = np.where(audit[keep], "audit", "review").tolist()
+    return pairs, make_labels(ids, y[keep].tolist(), source=src)
+
+
+def test_accuracy_check_reads_operating_point_metrics(rng):
+    from shadowlab.accuracy import operating_point_metrics
+
+    pairs, labels = _labelled_week(rng, candidate="noise")
+    pol = _policy(off=("outputs", "load", "feedback"))
+    v = run_gate(pairs, labels, policy=pol, primary_threshold=0.3, candidate_threshold=0.3)
+    c = v.check("accuracy")
+    om = operating_point_metrics(pairs, labels, 0.3, 0.3, seed=0)
+    diff = om.metric("audit", "difference", "precision")
+    assert c.details["slice"] == "audit"
+    assert c.details["figures"]["precision"]["difference"] == pytest.approx(list(diff))
+    assert c.value == pytest.approx(diff[2])  # best case for v2 of v2 - v1 precision
+    assert diff[2] < -0.05  # v2 is noise: clearly worse
+    assert c.status == WARN and v.verdict == PASS  # default severity: warn
+    assert "v2 worse on the audit slice (unbiased): precision" in c.sentence
+    strict = _policy('[checks.accuracy]\nseverity = "fail"\n', off=("outputs", "load", "feedback"))
+    v = run_gate(pairs, labels, policy=strict, primary_threshold=0.3, candidate_threshold=0.3)
+    assert v.check("accuracy").status == FAIL and v.verdict == FAIL
+    pairs, labels = _labelled_week(rng, candidate="good")
+    v = run_gate(pairs, labels, policy=strict, primary_threshold=0.3, candidate_threshold=0.3)
+    assert v.check("accuracy").status == PASS
+
+
+def test_feedback_check_unlabelled_risk_mass_by_hand(rng):
+    pairs, labels = _labelled_week(rng, candidate="noise")
+    pol = _policy(off=("outputs", "load", "accuracy"))
+    v = run_gate(pairs, labels, policy=pol, primary_threshold=0.3, candidate_threshold=0.3)
+    c = v.check("feedback")
+    p, cs = pairs[S.PRIMARY_SCORE].to_numpy(), pairs[S.CANDIDATE_SCORE].to_numpy()
+    audit = pairs[S.AUDIT].to_numpy()
+    v2 = cs >= 0.3
+    by_hand = np.sum(v2 & (p < 0.3) & ~audit) / np.sum(v2)  # v2 flags no review would see
+    assert c.value == pytest.approx(by_hand)
+    assert c.status == WARN and "would never be reviewed" in c.sentence  # > 0.3, severity warn
+
+
+def test_load_check_reads_simulate_load(rng):
+    import datetime as dt
+
+    from shadowlab.load import ReviewCapacity, simulate_load
+
+    pairs, labels = _week(rng, shift=0.05)
+    pol = _policy(off=("outputs", "accuracy", "feedback"))
+    v = run_gate(pairs, labels, policy=pol, primary_threshold=0.2, candidate_threshold=0.2)
+    c = v.check("load")
+    rep = simulate_load(
+        pairs,
+        {"v1": ("primary", 0.2), "v2": ("candidate", 0.2)},
+        ReviewCapacity(mean_service_minutes=10.0, target_utilisation=0.85),
+        sla=dt.timedelta(hours=4),
+        interval="5m",
+    )
+    rows = {r["policy"]: r for r in rep.summary.iter_rows(named=True)}
+    assert c.value == pytest.approx(rows["v2"]["sla_breach_share"] - rows["v1"]["sla_breach_share"])
+    assert c.status == FAIL and "Review queue overloaded by v2" in c.sentence
