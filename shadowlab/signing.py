@@ -204,32 +204,24 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _files_of(role: str, spec: str | Path) -> dict[str, Path]:
-    """Map subject name -> file for one input argument (file, directory or glob)."""
+def _files_of(role: str, spec: str | Path) -> tuple[Path, list[Path]]:
+    """The files of one input argument (file, directory or glob) and the root they are named
+    relative to: the directory itself, a file's parent, or a glob's static prefix."""
     spec_s = str(spec)
     p = Path(spec_s)
-    out: dict[str, Path] = {}
     if p.is_dir():
-        for f in sorted(p.rglob("*")):
-            rel = f.relative_to(p)
-            if f.is_file():
-                out[f"{role}/{rel.as_posix()}"] = f
-    elif p.is_file():
-        out[f"{role}/{p.name}"] = p
-    elif glob.has_magic(spec_s):
-        # names relative to the glob's static prefix, as for a directory argument
-        parts = Path(spec_s).parts
-        static = [q for q in parts[: next(i for i, q in enumerate(parts) if glob.has_magic(q))]]
+        return p, [f for f in sorted(p.rglob("*")) if f.is_file()]
+    if p.is_file():
+        return p.parent, [p]
+    if glob.has_magic(spec_s):
+        parts = p.parts
+        static = parts[: next(i for i, q in enumerate(parts) if glob.has_magic(q))]
         root = Path(*static) if static else Path(".")
-        for m in sorted(glob.glob(spec_s, recursive=True)):
-            f = Path(m)
-            if f.is_file():
-                out[f"{role}/{f.relative_to(root).as_posix()}"] = f
-        if not out:
+        files = [Path(m) for m in sorted(glob.glob(spec_s, recursive=True)) if Path(m).is_file()]
+        if not files:
             raise FileNotFoundError(f"No {role} files match {spec_s!r}.")
-    else:
-        raise FileNotFoundError(f"The {role} input {spec_s!r} does not exist.")
-    return out
+        return root, files
+    raise FileNotFoundError(f"The {role} input {spec_s!r} does not exist.")
 
 
 def hash_inputs(inputs: Mapping[str, str | Path | Sequence[str | Path] | None]) -> list[dict]:
@@ -245,7 +237,9 @@ def hash_inputs(inputs: Mapping[str, str | Path | Sequence[str | Path] | None]) 
     Returns
     -------
     list of dict
-        Sorted by name; names are ``<role>/<relative path>``.
+        Sorted by name; names are ``<role>/<relative path>``: relative to a directory argument,
+        to a file argument's directory, to a glob's static prefix, or, for several arguments of
+        one role, to their common directory.
     """
     named: dict[str, Path] = {}
     for role, specs in inputs.items():
@@ -257,8 +251,19 @@ def hash_inputs(inputs: Mapping[str, str | Path | Sequence[str | Path] | None]) 
             continue
         if isinstance(specs, str | Path):
             specs = [specs]
-        for spec in specs:
-            for name, f in _files_of(role, spec).items():
+        found = [_files_of(role, spec) for spec in specs]
+        # Several arguments (e.g. a shell-expanded glob) are named relative to their common
+        # directory, so `date=.../part-0.parquet` keeps its partition and names do not collide.
+        roots = {os.path.abspath(root) for root, _ in found}
+        common = Path(os.path.commonpath(sorted(roots))) if len(roots) > 1 else None
+        for root, files in found:
+            for f in files:
+                rel = (
+                    f.relative_to(root)
+                    if common is None
+                    else Path(os.path.abspath(f)).relative_to(common)
+                )
+                name = f"{role}/{rel.as_posix()}"
                 if name in named and named[name].resolve() != f.resolve():
                     raise ValueError(
                         f"Two {role} inputs map to the same subject name {name!r}; "

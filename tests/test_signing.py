@@ -81,11 +81,19 @@ def test_hash_inputs_errors(tmp_path, inputs):
         hash_inputs({"pairs": tmp_path / "nope"})
     with pytest.raises(ValueError, match="roles"):
         hash_inputs({"logs": inputs["pairs"]})
+
+
+def test_several_arguments_are_named_relative_to_their_common_directory(tmp_path, inputs):
+    # a shell-expanded glob gives the same names as the directory itself
+    parts = sorted(str(p) for p in inputs["pairs"].rglob("*.parquet"))
+    assert hash_inputs({"pairs": parts}) == hash_inputs({"pairs": inputs["pairs"]})
     other = tmp_path / "other"
     other.mkdir()
     (other / "gate.toml").write_text("x")
-    with pytest.raises(ValueError, match="same subject name"):
-        hash_inputs({"policy": [inputs["policy"], other / "gate.toml"]})
+    names = [s["name"] for s in hash_inputs({"policy": [inputs["policy"], other / "gate.toml"]})]
+    assert names == ["policy/gate.toml", "policy/other/gate.toml"]
+    # the same file twice is one subject
+    assert len(hash_inputs({"policy": [inputs["policy"], inputs["policy"]]})) == 1
 
 
 def test_keygen_files(tmp_path, keys):
