@@ -1313,6 +1313,31 @@ def _choose_candidate_threshold(ctx: _Context) -> None:
     ctx.candidate_threshold = float(cal.threshold)
 
 
+def _real(value: Any) -> bool:
+    return (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _thresholds_iv(primary: Any, candidate: Any) -> tuple[float | None, float | str | None]:
+    if primary is not None and not _real(primary):
+        raise ValueError(
+            "The 'primary_threshold' parameter of run_gate must be a finite float or None. "
+            f"Got {primary!r} instead."
+        )
+    if candidate is not None and candidate != "calibrate" and not _real(candidate):
+        raise ValueError(
+            "The 'candidate_threshold' parameter of run_gate must be a finite float, "
+            f"'calibrate' or None. Got {candidate!r} instead."
+        )
+    return (
+        None if primary is None else float(primary),
+        candidate if candidate is None or candidate == "calibrate" else float(candidate),
+    )
+
+
 def run_gate(
     pairs: Any,
     labels: Any = None,
@@ -1362,8 +1387,7 @@ def run_gate(
             "The 'policy' parameter of run_gate must be a GatePolicy, a path or None. "
             f"Got {type(policy).__name__} instead."
         )
-    if candidate_threshold is not None and candidate_threshold != "calibrate":
-        candidate_threshold = float(candidate_threshold)
+    primary_threshold, candidate_threshold = _thresholds_iv(primary_threshold, candidate_threshold)
     policy = policy.with_thresholds(primary=primary_threshold, candidate=candidate_threshold)
     if policy.thresholds.primary is None:
         raise ValueError(

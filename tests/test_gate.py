@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -288,6 +289,12 @@ def test_bad_inputs_raise_value_errors(week):
         run_gate(pairs.drop(S.AUDIT), labels, policy=_policy(), primary_threshold=0.2)
     with pytest.raises(ValueError, match="'policy' parameter of run_gate"):
         run_gate(pairs, labels, policy={"seed": 1}, primary_threshold=0.2)
+    with pytest.raises(ValueError, match=r"'primary_threshold' parameter of run_gate .* Got 'x'"):
+        run_gate(pairs, labels, policy=_policy(), primary_threshold="x")
+    with pytest.raises(ValueError, match=r"'candidate_threshold' parameter .* Got nan instead"):
+        run_gate(
+            pairs, labels, policy=_policy(), primary_threshold=0.2, candidate_threshold=math.nan
+        )
 
 
 def test_predicate_is_deterministic_and_json_safe(week):
