@@ -808,6 +808,12 @@ def _need(module: str, name: str) -> Any:
     return fn
 
 
+_GE_ONLY = (
+    "{} triggers on score >= threshold: with inclusive = false, requests scored exactly at a "
+    "threshold count as flagged here"
+)
+
+
 def _check_load(ctx: _Context) -> CheckResult:
     pol = ctx.policy.checks.load
     t2 = _need_candidate_threshold(ctx)
@@ -876,6 +882,8 @@ def _check_load(ctx: _Context) -> CheckResult:
         "backlog_floor_items": floor,
         "headline": report.headline(),
     }
+    if not ctx.policy.thresholds.inclusive:
+        details["rule_note"] = _GE_ONLY.format("simulate_load")
     if failures:
         return _result(
             ctx,
@@ -933,6 +941,8 @@ def _check_feedback(ctx: _Context) -> CheckResult:
             "max_immature_share": pol.max_immature_share,
         },
     }
+    if not ctx.policy.thresholds.inclusive:
+        details["rule_note"] = _GE_ONLY.format("feedback_diagnostics")
     failures = []
     if urm > pol.max_unlabelled_risk_mass:
         failures.append(
