@@ -200,6 +200,7 @@ _STREAM_OLD = 2
 _STREAM_FRESH = 3
 _STREAM_CALIBRATION = 4
 _STREAM_HOLDOUT = 5
+_STREAM_VOLUME = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,20 +224,32 @@ _SCENARIOS: Final[dict[str, _Scenario]] = {
 # --------------------------------------------------------------------------------------------
 
 
-def _hour_weights(start: dt.datetime, days: int) -> np.ndarray:
-    """Relative request volume of each hour of the week (nights quiet, weekends different)."""
+# Weekday volume (Monday..Sunday) relative to Wednesday: Fridays are busiest.
+_DAY_FACTOR = np.array([0.96, 0.98, 1.0, 1.02, 1.1, 1.0, 1.0])
+
+
+def _hour_weights(start: dt.datetime, days: int, seed: int | None = None) -> np.ndarray:
+    """Relative request volume of each hour of the week (nights quiet, weekends different).
+
+    With a ``seed``, each hour also gets a small random factor (log-normal, sigma 0.05) so
+    that no two days are identical.
+    """
     hours = np.arange(days * 24)
     stamp = [start + dt.timedelta(hours=int(h)) for h in hours]
     hod = np.array([t.hour + t.minute / 60 for t in stamp]) + 0.5
-    weekend = np.array([t.weekday() >= 5 for t in stamp])
+    weekday = np.array([t.weekday() for t in stamp])
+    weekend = weekday >= 5
+    noise = np.ones(len(hours))
+    if seed is not None:
+        noise = np.random.default_rng([seed, _STREAM_VOLUME, 0]).lognormal(0.0, 0.05, len(hours))
 
     def bump(centre: float, width: float) -> np.ndarray:
         d = np.minimum(np.abs(hod - centre), 24 - np.abs(hod - centre))
         return np.exp(-((d / width) ** 2))
 
-    weekday = 0.06 + 0.85 * bump(11.5, 3.2) + 1.0 * bump(19.0, 2.6)
+    weekday_shape = 0.06 + 0.85 * bump(11.5, 3.2) + 1.0 * bump(19.0, 2.6)
     weekend_shape = 0.85 * (0.09 + 0.7 * bump(14.0, 3.8) + 0.9 * bump(21.0, 2.8))
-    return np.where(weekend, weekend_shape, weekday)
+    return np.where(weekend, weekend_shape, weekday_shape) * _DAY_FACTOR[weekday] * noise
 
 
 def _allocate(rows: int, weights: np.ndarray) -> np.ndarray:
@@ -806,7 +819,7 @@ def simulate_week(
         candidate_ap = float(average_precision_score(models.holdout_y, ref_candidate))
         _write_reference(out / "reference.parquet", ref_primary, ref_candidate, models.holdout_y)
 
-        weights = _hour_weights(start, days)
+        weights = _hour_weights(start, days, seed)
         counts = _allocate(rows, weights)
         load = weights / weights.max()
         start_us = int(start.timestamp()) * 1_000_000 + start.microsecond
