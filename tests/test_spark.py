@@ -35,6 +35,7 @@ from pyspark import cloudpickle
 from shadowlab.engines.spark import (
     SparkSource,
     _read_columns,
+    collect_labels,
     read_labels,
     read_pairs,
     spark_session,
@@ -445,15 +446,15 @@ def test_simulate_load_parity(spark_pairs, polars_pairs):
 
 def _labels(spark, week) -> pl.DataFrame:
     # feedback/gate take labels as a polars frame: a Spark label table is pulled (it is small).
-    source = SparkSource(read_labels(spark, week / "labels"))
-    return source.pull(pl.lit(True), list(S.LABEL_SCHEMA)).sort(S.REQUEST_ID)
+    return collect_labels(read_labels(spark, week / "labels"))
 
 
 def test_feedback_diagnostics_parity(spark, week, spark_pairs, polars_pairs):
     from shadowlab.feedback import feedback_diagnostics
 
     labels = _labels(spark, week)
-    assert labels.equals(scan_labels(week / "labels").collect().sort(S.REQUEST_ID))
+    local = scan_labels(week / "labels").collect().sort(S.REQUEST_ID, S.LABEL_TS)
+    assert labels.equals(local)
     want = feedback_diagnostics(polars_pairs, labels, 0.5, 0.55, segments=["country"])
     got = feedback_diagnostics(spark_pairs, labels, 0.5, 0.55, segments=["country"])
     _assert_same(got, want, rtol=1e-12)  # counts exact; mean label delay is a float sum
