@@ -25,13 +25,22 @@ v2 flags are unlabelled unless the audit slice drew them or a chargeback (which 
 Passes and data moved (issue 11)
 --------------------------------
 Labels are small (a few percent of the week): they are collected once, cut at ``as_of`` and
-reduced to one row per request id (latest label wins). The pairs are read in **one**
-:class:`~shadowlab.engine.Aggregation` pass: pairs left-joined with that per-request label table
-(a broadcast join; on Spark the table travels with the task) and reduced to counts per cell
-``(v1 flag, v2 flag, audit, served, hour, label sources present, final label, design label)``
-plus three small side summaries of the same joined frame: a label-delay histogram per source
-(labelled rows only) and the score-bin and segment composition of the two policies' review sets.
-The merged summary has at most a few thousand rows; everything else is a local finish.
+reduced to one row per request id (latest label wins); that table is broadcast to every pass
+that needs it (on Spark it travels with the task). The pairs are read in three streaming
+:class:`~shadowlab.engine.Aggregation` passes, each a single group-by whose partials merge by
+sums and maxima:
+
+1. *cells*: pairs left-joined with the label table, counted per ``(packed cell code, hour)``;
+   the code packs v1 flag, v2 flag, audit drawn, served arm, label sources present, final label
+   and design label (at most 168 hours × a few dozen codes rows);
+2. *label delays*: pairs inner-joined with the labels' arrival times, counted per joint
+   delay-histogram bin of the three sources (labelled requests only);
+3. *review-set composition*: requests that v1 or v2 flags or the audit draws, counted per
+   flags × both models' score bins × segment values (no join).
+
+A single plan with several outputs from one scan was tried first; polars buffered the joined
+week between its consumers (peak memory grew with rows), so the passes are kept separate.
+Everything else is a local finish on summaries of at most a few thousand rows.
 """
 
 from __future__ import annotations
@@ -1408,7 +1417,8 @@ def feedback_diagnostics(
     in the pairs (:func:`shadowlab.logs.scan_pairs` checks).
 
     *Selection.* A request is *reviewed* when the served model flagged it (v1 in pure shadow;
-    v2 for canary rows served by the candidate). Review and audit labels exist by design;
+    v2 for canary rows served by the candidate; any ``served`` value other than
+    ``'candidate'`` counts as the primary arm). Review and audit labels exist by design;
     chargebacks exist because the outcome was fraud, so they are used only in the naive figures
     and in the bounds, never in the estimate.
 
