@@ -335,3 +335,25 @@ def test_cli_calibrate(tmp_path, rng, capsys):
         main(["calibrate", str(path), "--primary-threshold", "0.9", "--target", "capacity:5"]) == 0
     )
     assert "capacity=5/day" in capsys.readouterr().out
+
+
+def test_nan_and_inf_in_a_raw_frame_count_as_failures(rng):
+    # scan_pairs turns NaN/inf into nulls; a frame built by hand may still hold them
+    p = rng.uniform(0, 1, 30)
+    c = rng.uniform(0, 1, 30)
+    df = make_pairs(p, c).with_columns(
+        pl.when(pl.int_range(pl.len()) == 3)
+        .then(float("nan"))
+        .otherwise(pl.col("primary_score"))
+        .alias("primary_score"),
+        pl.when(pl.int_range(pl.len()) == 4)
+        .then(float("inf"))
+        .otherwise(pl.col("candidate_score"))
+        .alias("candidate_score"),
+    )
+    res = calibrate_threshold(df, 0.5)
+    keep = np.ones(30, bool)
+    keep[[3, 4]] = False
+    assert (res.n_excluded, res.n_primary_failed, res.n_candidate_failed) == (2, 1, 1)
+    assert res.primary_count == np.sum(p[keep] >= 0.5)
+    assert res.threshold == brute_force(c[keep], res.primary_count, "nearest", True)[0]
