@@ -8,6 +8,7 @@ from its own tallies), so the generator cannot silently stop producing it. Weeks
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import re
 from pathlib import Path
@@ -381,3 +382,21 @@ def test_cli_rejects_bad_rows(tmp_path, capsys):
 
 def test_scenarios_constant_matches_cli():
     assert SCENARIOS == ("trigger-shift", "benign", "broken", "drift")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_cli_progress_only_on_a_terminal(tmp_path, monkeypatch, capsys):
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    assert main(["simulate", str(tmp_path / "a"), "--rows", "5k", "--scenario", "benign"]) == 0
+    shown = term.getvalue()
+    assert "simulate: 100.0%  5,000/5,000 rows" in shown and shown.endswith("\n")
+    term = _Terminal()
+    monkeypatch.setattr("sys.stderr", term)
+    args = ["simulate", str(tmp_path / "b"), "--rows", "5k", "--scenario", "benign", "--quiet"]
+    assert main(args) == 0
+    assert term.getvalue() == "" and capsys.readouterr().out.count("wrote benign week") == 1
