@@ -1,23 +1,25 @@
 """Score-distribution comparison: KS, PSI, Wasserstein-1, Jensen–Shannon and quantiles, exact.
 
-Every statistic here runs on the mergeable-summary contract of :mod:`shadowlab.engine`, in at
-most three passes over the data, for numpy arrays and a week of Parquet logs alike:
+Every statistic here runs on the mergeable-summary contract of :mod:`shadowlab.engine`, for numpy
+arrays and a week of Parquet logs alike, in two passes over the data:
 
-1. **range pass** (:class:`~shadowlab.engine.Aggregation`, reduce ``sum/min/max``): count,
-   missing count (null or NaN), minimum and maximum of each sample;
-2. **fine-histogram pass** (reduce ``sum/min/max``): for each sample, on a common grid of
-   ``2**16`` equal-width bins over the observed ``[min, max]``, the count, the sum of offsets from
-   the bin's left edge, and the minimum and maximum value of each non-empty bin;
-3. **refinement pull** (:meth:`~shadowlab.engine.Source.pull`): only the rows inside the bins
-   where the answer can still be (the bins where the two empirical CDFs can reach their largest
-   gap, the bins where they cross for Wasserstein, the bins holding a quantile or a PSI cut point).
-   A bin whose values are all equal (``min == max``) is never pulled.
+1. **fine-histogram pass** (:class:`~shadowlab.engine.Aggregation`, reduce ``sum/min/max``): for
+   each sample, on ``2**16`` equal-width bins, the count, minimum and maximum of each non-empty
+   bin (and the sum of offsets from the bin's left edge when Wasserstein is wanted); nulls/NaN in
+   their own bin, so sizes, missing counts and ranges come with it. Scores usually lie in
+   [0, 1], so that grid is tried first; values outside it (or a range much narrower than it)
+   cost one more pass on the observed [min, max];
+2. **refinement pull** (:meth:`~shadowlab.engine.Source.pull`): only the rows inside the bins
+   where the answer can still be (where the two empirical CDFs can reach their largest gap,
+   where they can cross for Wasserstein, where a quantile or a PSI cut point lies). A bin whose
+   values are all equal (``min == max``) is never pulled.
 
 The finish is local and exact: the KS statistic is bit-identical to :func:`scipy.stats.ks_2samp`,
 the p-value is computed by the same scipy routines from the same ``(D, n1, n2)``, quantiles use
-numpy's default (``'linear'``) interpolation. When the refinement would pull more than
-``max_pull_rows`` rows, the KS statistic falls back to the binned value with a proven bound on its
-error (``statistic_error_bound``), reported next to it.
+numpy's default (``'linear'``) interpolation, PSI counts are exact. When the KS/Wasserstein
+refinement would pull more than ``max_pull_rows`` rows, the statistic falls back to the binned
+value with a proven bound on its error (``statistic_error_bound``), reported next to it. Each
+result states ``passes`` and ``rows_pulled``.
 
 References
 ----------
@@ -223,6 +225,30 @@ class _Grid:
             .otherwise(inner)
         )
 
+    def covering(self, x: pl.Expr, bins: set[int], max_ranges: int = 32) -> pl.Expr:
+        """A cheap predicate true for every value in ``bins`` (a few value ranges, a superset).
+
+        Runs of adjacent bins become value intervals widened by 1/1000 of a bin (the floor in
+        :meth:`bin` may round across an edge); when there are more than ``max_ranges`` runs the
+        closest ones are merged. The caller keeps only the wanted bins after the pull.
+        """
+        ks = np.asarray(sorted(bins), dtype=np.int64)
+        breaks = np.flatnonzero(np.diff(ks) > 1)
+        starts = np.r_[ks[0], ks[breaks + 1]]
+        ends = np.r_[ks[breaks], ks[-1]]
+        while len(starts) > max_ranges:
+            gaps = starts[1:] - ends[:-1]
+            j = int(np.argmin(gaps))
+            ends = np.delete(ends, j)
+            starts = np.delete(starts, j + 1)
+        pad = self.width * 1e-3
+        pred = pl.lit(False)
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            lo = -math.inf if a <= 0 else self.lo + a * self.width - pad
+            hi = math.inf if b >= self.bins - 1 else self.lo + (b + 1) * self.width + pad
+            pred = pred | ((x >= lo) & (x <= hi))
+        return pred
+
     def left(self, k: pl.Expr) -> pl.Expr:
         return self.lo + k.clip(0, self.bins).cast(pl.Float64) * self.width
 
@@ -397,9 +423,6 @@ class _Run:
         his = [r[3] for r in self.ranges.values() if r[0]]
         return (min(los), max(his)) if los else (None, None)
 
-    def histogram(self) -> None:
-        """Kept for call sites: the histograms are built by :meth:`measure`."""
-
     def sample_range(self, s: _Sample) -> tuple[int, int]:
         if s.src < 0:
             sk = self.sketches[s.src]
@@ -453,7 +476,7 @@ class _Run:
                 per_col.setdefault(s.column, set()).update(bins)
             pred = pl.lit(False)
             for c, bins in per_col.items():
-                pred = pred | (_valid(pl.col(c)) & self.grid.bin(pl.col(c)).is_in(sorted(bins)))
+                pred = pred | (_valid(pl.col(c)) & self.grid.covering(pl.col(c), bins))
             cols = list(dict.fromkeys([*inp.raw_group_columns, *per_col]))
             rows = inp.source.pull(pred, cols)
             pulled = True
@@ -843,7 +866,6 @@ def ks_2samp(
     run.measure()
     run.require_nonempty(s1, "reference")
     run.require_nonempty(s2, "current")
-    run.histogram()
     return _ks_compute(run, s1, s2, alternative, method)
 
 
@@ -1046,7 +1068,6 @@ def quantile_table(
     *,
     data: Any = None,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
-    max_pull_rows: int | None = None,
 ) -> QuantileTable:
     """Quantiles p1, p5, p25, p50, p75, p95, p99, p99.9 of both samples, equal to ``np.quantile``.
 
@@ -1058,8 +1079,6 @@ def quantile_table(
         Where column inputs live.
     quantiles : sequence of float in [0, 1]
         Levels (default :data:`DEFAULT_QUANTILES`).
-    max_pull_rows : int, optional
-        Unused budget guard kept for symmetry; order statistics are always exact.
 
     Returns
     -------
@@ -1077,15 +1096,12 @@ def quantile_table(
     """
     func = "quantile_table"
     qs = _check_quantiles(quantiles, func)
-    if max_pull_rows is not None:
-        _check_int("max_pull_rows", func, max_pull_rows, 0)
-    run = _Run(func, max_pull_rows)
+    run = _Run(func, None)
     s1 = run.add(reference, "reference", data)
     s2 = run.add(current, "current", data)
     run.measure()
     run.require_nonempty(s1, "reference")
     run.require_nonempty(s2, "current")
-    run.histogram()
     run.pull({s1: _quantile_needs(run.hist(s1), qs), s2: _quantile_needs(run.hist(s2), qs)})
     return _quantile_table(run, s1, s2, qs)
 
@@ -1344,7 +1360,6 @@ def psi(
     bins: int | Sequence[float] | None = None,
     binning: Binning = "quantile",
     eps: float = 1e-4,
-    max_pull_rows: int | None = None,
 ) -> PSIResult:
     """Population Stability Index of ``current`` against ``reference``, with its per-bin table.
 
@@ -1367,8 +1382,6 @@ def psi(
         bin per distinct value of either sample; Evidently's zero fill.
     eps : float in (0, 1)
         Share given to an empty bin (not used by ``'evidently'``, which has its own fill).
-    max_pull_rows : int, optional
-        Budget guard for the refinement pull (cut points and quantile bins are always pulled).
 
     Returns
     -------
@@ -1391,9 +1404,7 @@ def psi(
     """
     func = "psi"
     bins, binning = _psi_iv(bins, binning, eps, func)
-    if max_pull_rows is not None:
-        _check_int("max_pull_rows", func, max_pull_rows, 0)
-    run = _Run(func, max_pull_rows)
+    run = _Run(func, None)
     s1 = run.add(reference, "reference", data)
     s2 = run.add(current, "current", data)
     if s2.src < 0:
@@ -1401,7 +1412,6 @@ def psi(
     run.measure()
     run.require_nonempty(s1, "reference")
     run.require_nonempty(s2, "current")
-    run.histogram()
     mode, needs, state = _psi_plan(run, s1, s2, bins, binning)
     run.pull(needs)
     return _psi_finish(run, s1, s2, mode, state, bins, binning, eps)
@@ -1554,7 +1564,6 @@ def wasserstein_distance(
     run.measure(with_sum=True)
     run.require_nonempty(s1, "reference")
     run.require_nonempty(s2, "current")
-    run.histogram()
     plan = _w_plan(run, run.hist(s1), run.hist(s2))
     needs = _w_needs(plan, s1, s2)
     if run.cost(needs) <= run.max_pull_rows:
@@ -1621,7 +1630,6 @@ class ScoreSketch:
             return scores
         run.measure(with_sum=True)
         run.require_nonempty(s, "scores")
-        run.histogram()
         h = run.hist(s)
         run.pull({s: _quantile_needs(h, _SKETCH_LEVELS)})
         qs = _quantiles(run, s, _SKETCH_LEVELS)
@@ -1982,7 +1990,6 @@ def compare_scores(
         raise ValueError(
             f"Input pairs of {func} has no finite primary or candidate score; nothing to compare."
         )
-    run.histogram()
     col = {S.PRIMARY: S.PRIMARY_SCORE, S.CANDIDATE: S.CANDIDATE_SCORE}
     gkeys = sorted(
         {s.group for s in run.ranges if s.src == pidx},
@@ -2230,9 +2237,7 @@ def compare_distributions(
     alternative = _ks_iv(alternative, method, func)
     bins, binning = _psi_iv(bins, binning, eps, func)
     qs = _check_quantiles(quantiles, func)
-    if max_pull_rows is not None:
-        _check_int("max_pull_rows", func, max_pull_rows, 0)
-    run = _Run(func, max_pull_rows)
+    run = _Run(func, None)
     s1 = run.add(reference, "reference", data)
     s2 = run.add(current, "current", data)
     if s2.src < 0:
