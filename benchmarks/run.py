@@ -59,7 +59,7 @@ from shadowlab.logs import scan_pairs
 lf = scan_pairs(PAIRS)
 ks = ks_2samp(pl.col("primary_score"), pl.col("candidate_score"), data=lf)
 p = psi(pl.col("primary_score"), pl.col("candidate_score"), data=lf)
-print(ks.statistic, p.value)
+print(ks.statistic, p.statistic)
 """,
     ),
     "scipy ks_2samp + numpy psi": (
