@@ -607,8 +607,8 @@ class SimulatedWeek:
                 value = _iso(value)
             elif isinstance(value, dict):
                 value = dict(value)
-            out[f.name] = value
-        out["trigger_ratio"] = self.trigger_ratio
+            out[f.name] = _finite(value)
+        out["trigger_ratio"] = _finite(self.trigger_ratio)
         return out
 
     def __repr__(self) -> str:
@@ -620,6 +620,11 @@ class SimulatedWeek:
             f"(x{self.trigger_ratio:.2f}), fraud_rate={self.fraud_rate:.4f}, "
             f"labels={sum(self.labels.values())}, candidate_errors={self.candidate_errors})"
         )
+
+
+def _finite(value: Any) -> Any:
+    """NaN (e.g. a trigger ratio when v1 flagged nothing) becomes None: strict JSON."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _iso(t: dt.datetime) -> str:
@@ -1057,10 +1062,10 @@ def _write_manifest(week: SimulatedWeek) -> None:
             "intercept": week.candidate_intercept,
         },
         "measured": {
-            "fraud_rate": week.fraud_rate,
-            "primary_trigger_rate": week.primary_trigger_rate,
-            "candidate_trigger_rate": week.candidate_trigger_rate,
-            "trigger_ratio": week.trigger_ratio,
+            "fraud_rate": _finite(week.fraud_rate),
+            "primary_trigger_rate": _finite(week.primary_trigger_rate),
+            "candidate_trigger_rate": _finite(week.candidate_trigger_rate),
+            "trigger_ratio": _finite(week.trigger_ratio),
             "candidate_errors": week.candidate_errors,
             "labels": week.labels,
         },
@@ -1073,7 +1078,7 @@ def _write_manifest(week: SimulatedWeek) -> None:
         "context_columns": ["country", "channel"],
         "command": week.command,
     }
-    text = json.dumps(body, indent=2, sort_keys=False, allow_nan=True) + "\n"
+    text = json.dumps(body, indent=2, allow_nan=False) + "\n"
     week.manifest_path.write_text(text, encoding="utf-8")
 
 
