@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -36,7 +37,7 @@ import sys
 import textwrap
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -68,67 +69,73 @@ PRED = (pl.col("candidate_score") - 0.5).abs() < 1e-4
 _SPARK = """
 from shadowlab.engines.spark import SparkSource, read_pairs, spark_session
 spark = spark_session(MASTER, driver_memory="2g")
+lap("startup")
+"""
+
+_PRELUDE = """
+import json, time
+_T0 = time.perf_counter()
+_LAPS = {}
+def lap(name):
+    global _T0
+    now = time.perf_counter()
+    _LAPS[name] = now - _T0
+    _T0 = now
+def report():
+    print("LAPS " + json.dumps(_LAPS))
+"""
+
+_ENGINE_POLARS = """
+from shadowlab.engine import PolarsSource
+lap("startup")
+source = PolarsSource(pl.scan_parquet(PAIRS + "/**/*.parquet"))
+out = source.aggregate(AGG)
+lap("pass")
+assert int(out.filter(pl.col("model") == "primary_score")["n"].sum()) == ROWS
+source.aggregate(AGG)
+lap("pass again")
+source.pull(PRED, ["candidate_score"])
+lap("pull")
+"""
+
+_ENGINE_SPARK = """
+source = SparkSource(spark.read.option("recursiveFileLookup", "true").parquet(PAIRS))
+out = source.aggregate(AGG)
+lap("pass")
+assert int(out.filter(pl.col("model") == "primary_score")["n"].sum()) == ROWS
+source.aggregate(AGG)
+lap("pass again")
+source.pull(PRED, ["candidate_score"])
+lap("pull")
+spark.stop()
+"""
+
+_CALIBRATE_POLARS = """
+from shadowlab.logs import scan_pairs
+from shadowlab.thresholds import calibrate_threshold
+lap("startup")
+pairs = scan_pairs(PAIRS)
+lap("read+validate")
+calibrate_threshold(pairs, T1)
+lap("analysis")
+"""
+
+_CALIBRATE_SPARK = """
+from shadowlab.thresholds import calibrate_threshold
+pairs = read_pairs(spark, PAIRS)
+lap("read+validate")
+calibrate_threshold(pairs, T1)
+lap("analysis")
+spark.stop()
 """
 
 MEASUREMENTS: dict[str, tuple[str, str]] = {
-    # name -> (engine, program). PAIRS, T1, ROWS, MASTER are defined before it runs.
-    "engine pass": (
-        "polars",
-        _AGG
-        + """
-from shadowlab.engine import PolarsSource
-out = PolarsSource(pl.scan_parquet(PAIRS + "/**/*.parquet")).aggregate(AGG)
-assert int(out.filter(pl.col("model") == "primary_score")["n"].sum()) == ROWS
-""",
-    ),
-    "engine pass ": (
-        "spark",
-        _AGG
-        + _SPARK
-        + """
-frame = spark.read.option("recursiveFileLookup", "true").parquet(PAIRS)
-out = SparkSource(frame).aggregate(AGG)
-assert int(out.filter(pl.col("model") == "primary_score")["n"].sum()) == ROWS
-spark.stop()
-""",
-    ),
-    "refinement pull": (
-        "polars",
-        _AGG
-        + """
-from shadowlab.engine import PolarsSource
-rows = PolarsSource(pl.scan_parquet(PAIRS + "/**/*.parquet")).pull(PRED, ["candidate_score"])
-print(rows.height)
-""",
-    ),
-    "refinement pull ": (
-        "spark",
-        _AGG
-        + _SPARK
-        + """
-frame = spark.read.option("recursiveFileLookup", "true").parquet(PAIRS)
-rows = SparkSource(frame).pull(PRED, ["candidate_score"])
-print(rows.height)
-spark.stop()
-""",
-    ),
-    "calibrate_threshold": (
-        "polars",
-        """
-from shadowlab.logs import scan_pairs
-from shadowlab.thresholds import calibrate_threshold
-print(calibrate_threshold(scan_pairs(PAIRS), T1).threshold)
-""",
-    ),
-    "calibrate_threshold ": (
-        "spark",
-        _SPARK
-        + """
-from shadowlab.thresholds import calibrate_threshold
-print(calibrate_threshold(read_pairs(spark, PAIRS), T1).threshold)
-spark.stop()
-""",
-    ),
+    # name -> (engine, program). PAIRS, T1, ROWS, MASTER and lap() exist before it runs; each
+    # lap("x") records the seconds since the previous one.
+    "engine pass + pull": ("polars", _AGG + _ENGINE_POLARS),
+    "engine pass + pull ": ("spark", _AGG + _SPARK + _ENGINE_SPARK),
+    "calibrate_threshold": ("polars", _CALIBRATE_POLARS),
+    "calibrate_threshold ": ("spark", _SPARK + _CALIBRATE_SPARK),
 }
 
 
@@ -139,6 +146,7 @@ class Sample:
     self_mb: float  # wait4 peak RSS of the child process alone
     ok: bool
     note: str = ""
+    laps: dict[str, float] = field(default_factory=dict)
 
 
 def _tree_rss_mb(root: int) -> float:
@@ -183,8 +191,8 @@ def _run_child(program: str, week: Path, rows: int, master: str) -> Sample:
     with open(err_path, "wb") as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-c", prelude + textwrap.dedent(program)],
-            stdout=subprocess.DEVNULL,
+            [sys.executable, "-c", prelude + _PRELUDE + textwrap.dedent(program) + "report()\n"],
+            stdout=subprocess.PIPE,
             stderr=err,
         )
         done = threading.Event()
@@ -195,6 +203,7 @@ def _run_child(program: str, week: Path, rows: int, master: str) -> Sample:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         done.set()
@@ -203,7 +212,34 @@ def _run_child(program: str, week: Path, rows: int, master: str) -> Sample:
     lines = err_path.read_text(errors="replace").strip().splitlines()
     errors = [ln for ln in lines if "Error" in ln or "error" in ln]
     note = "" if code == 0 else ((errors or lines or [f"exit {code}"])[-1][:160])
-    return Sample(wall, peak[0], usage.ru_maxrss / 1024, code == 0, note)
+    laps = {}
+    for line in out.splitlines():
+        if line.startswith("LAPS "):
+            laps = json.loads(line[5:])
+    return Sample(wall, peak[0], usage.ru_maxrss / 1024, code == 0, note, laps)
+
+
+def _replicated_week(cache: Path, rows: int, base: int) -> Path:
+    """A week of ``rows`` pairs made of ``rows // base`` hard-linked copies of the ``base`` week.
+
+    Generating 200 M rows with :mod:`weeks` takes over an hour on a shared 2-core machine;
+    hard links cost no disk and no time. The copies repeat request ids, so only the raw engine
+    passes run on such a week (``scan_pairs``/``read_pairs`` would rightly reject duplicates).
+    """
+    if rows % base:
+        raise SystemExit(f"--replicate-from {base} must divide the size {rows}")
+    source = write_week(cache, base)
+    out = cache / f"rows-{rows}-x{rows // base}"
+    if (out / "manifest.json").exists():
+        return out
+    for copy in range(rows // base):
+        for f in sorted((source / "pairs").rglob("*.parquet")):
+            target = out / "pairs" / f.parent.name / f"{f.stem}-copy{copy}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                os.link(f, target)
+    (out / "manifest.json").write_text(json.dumps({"rows": rows, "copies_of": str(source)}))
+    return out
 
 
 def _fmt_rows(n: int) -> str:
@@ -222,6 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", default="polars,spark", help="polars, spark or both")
     ap.add_argument("--master", default="local[2]", help="Spark master of the spark runs")
     ap.add_argument("--out", default="", help="append the markdown table to this file")
+    ap.add_argument(
+        "--replicate-from",
+        default="5e7",
+        help="sizes above this are hard-linked copies of the week of this size (engine passes only)",
+    )
     args = ap.parse_args(argv)
     sizes = [int(float(s)) for s in args.rows.split(",") if s]
     wanted = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -234,13 +275,20 @@ def main(argv: list[str] | None = None) -> int:
     rows_out: list[str] = []
     for rows in sizes:
         t0 = time.perf_counter()
-        week = write_week(Path(args.cache), rows)
+        base = int(float(args.replicate_from))
+        replicated = rows > base
+        if replicated:
+            week = _replicated_week(Path(args.cache), rows, base)
+        else:
+            week = write_week(Path(args.cache), rows)
         print(
             f"# {_fmt_rows(rows)} pairs ({_parquet_mb(week):.0f} MB Parquet): week ready in "
             f"{time.perf_counter() - t0:.1f} s ({week})",
             flush=True,
         )
         for name in names:
+            if replicated and "engine pass" not in name:
+                continue
             engine, program = MEASUREMENTS[name]
             s = _run_child(program, week, rows, args.master)
             label = f"{engine} {args.master}" if engine == "spark" else "polars streaming"
@@ -248,22 +296,22 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {name.strip():<22} {label:<18} FAILED: {s.note}", flush=True)
                 rows_out.append(f"| {_fmt_rows(rows)} | {name.strip()} | {label} | failed | | |")
                 continue
-            rate = rows / s.wall_s / 1e6
+            laps = ", ".join(f"{k} {v:.1f}" for k, v in s.laps.items())
             print(
-                f"  {name.strip():<22} {label:<18} {s.wall_s:8.1f} s {rate:7.2f} M rows/s "
+                f"  {name.strip():<22} {label:<18} {s.wall_s:8.1f} s ({laps}) "
                 f"tree {s.tree_mb:7.0f} MB  self {s.self_mb:7.0f} MB",
                 flush=True,
             )
             rows_out.append(
-                f"| {_fmt_rows(rows)} | {name.strip()} | {label} | {s.wall_s:.1f} | "
-                f"{rate:.2f} | {s.tree_mb:.0f} |"
+                f"| {_fmt_rows(rows)} | {name.strip()} | {label} | {s.wall_s:.1f} | {laps} | "
+                f"{s.tree_mb:.0f} |"
             )
     table = "\n".join(
         [
             f"Measured {dt.date.today().isoformat()} on {_machine()} "
             "(`python benchmarks/scale.py`).",
             "",
-            "| pairs | measurement | engine | wall (s) | M rows/s | peak RSS, process tree (MB) |",
+            "| pairs | measurement | engine | wall (s) | of which (s) | peak RSS, process tree (MB) |",
             "|---:|---|---|---:|---:|---:|",
             *rows_out,
         ]
