@@ -330,6 +330,9 @@ def scenario_weeks(request, tmp_path_factory):
 
     key = hashlib.sha256(Path(synth.__file__).read_bytes() + f"{ROWS}-{SEED}".encode())
     cache = Path(request.config.cache.mkdir(f"gate-weeks-{key.hexdigest()[:16]}"))
+    for stale in cache.parent.glob("gate-weeks-*"):  # weeks of an older generator
+        if stale != cache:
+            shutil.rmtree(stale, ignore_errors=True)
     out = tmp_path_factory.mktemp("weeks")
     weeks = {}
     for scenario in ("trigger-shift", "benign", "broken", "drift"):
