@@ -29,8 +29,24 @@ system:
 	    || echo "make: could not install$$need; the tests that need them will be skipped"; \
 	fi
 
+# The main job on the bundled sample week: validate the logs, run the gate the way the article's
+# team would have (v1's threshold reused: FAIL), then with the calibrated threshold (PASS), sign
+# it, verify it as a deploy step would, and write the HTML report.
+T1 = $$($(PY) -c "import json; print(json.load(open('$(SAMPLE)/manifest.json'))['primary_threshold'])")
+GATE_ARGS = $(SAMPLE)/pairs --labels $(SAMPLE)/labels --reference $(SAMPLE)/reference.parquet
+
 demo: $(STAMP)
+	@mkdir -p $(OUT)
 	$(PY) -m shadowlab.cli summary $(SAMPLE)/pairs
+	@echo; echo "== 1. v2 at v1's threshold (what the article's team shipped)"
+	-$(PY) -m shadowlab.cli gate $(GATE_ARGS) --primary-threshold $(T1) --candidate-threshold $(T1) --out $(OUT)/verdict-naive.json
+	@echo; echo "== 2. v2 at the calibrated threshold, signed"
+	@test -f $(OUT)/demo-key || $(PY) -m shadowlab.cli keygen $(OUT)/demo-key
+	$(PY) -m shadowlab.cli gate $(GATE_ARGS) --primary-threshold $(T1) --candidate-threshold calibrate --key $(OUT)/demo-key --out $(OUT)/verdict.json
+	@echo; echo "== 3. the deploy step: verify signature and inputs before canary"
+	$(PY) -m shadowlab.cli verify $(OUT)/verdict.json --public-key $(OUT)/demo-key.pub --logs $(SAMPLE)/pairs --labels $(SAMPLE)/labels --reference $(SAMPLE)/reference.parquet
+	@echo; echo "== 4. the report"
+	$(PY) -m shadowlab.cli report $(GATE_ARGS) --primary-threshold $(T1) --verdict $(OUT)/verdict.json --out $(OUT)/report.html
 
 test: $(STAMP) system
 	$(PY) -m pytest -q
