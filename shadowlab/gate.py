@@ -23,7 +23,8 @@ Checks and the analyses they read
 ---------------------------------
 ==================  ==========================================================================
 enough_data         rows, days covered, labelled rows, audit rows (one counting pass)
-production_health   v2 error / null-score rates, coverage, latency p99 (vs limit and vs v1),
+production_health   v2 error / null-score rates and coverage overall, per segment and per
+                    segment-day; latency p99 vs a limit and vs v1 (ratio or slack in ms),
                     overall and per segment (one counting pass, one latency-histogram pass)
 outputs             :func:`shadowlab.drift.compare_scores`: v2 against its reference, per day;
                     v2 against v1 on the same requests (reported)
@@ -378,7 +379,7 @@ def _latency_aggregation(segments: Sequence[str]) -> Aggregation:
     def binned(col: str, model: str, lf: pl.LazyFrame) -> pl.LazyFrame:
         lat = pl.col(col)
         return (
-            lf.filter(lat.is_not_null() & lat.is_not_nan())
+            lf.filter(lat.is_not_null() & lat.is_finite())
             .with_columns(
                 *_segment_keys(segments),
                 (lat.clip(lower_bound=_LAT_FLOOR_MS).log() / log_ratio)
