@@ -555,6 +555,10 @@ def _load_labels(labels: Any) -> pl.DataFrame:
         frame = labels.collect()
     elif isinstance(labels, pl.DataFrame):
         frame = labels
+    elif type(labels).__module__.startswith("pyspark."):
+        from shadowlab.engines.spark import collect_labels
+
+        frame = collect_labels(labels)
     elif isinstance(labels, str | os.PathLike) or (
         isinstance(labels, Sequence) and all(isinstance(x, str | os.PathLike) for x in labels)
     ):
@@ -678,13 +682,7 @@ def _decode(summary: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _build_aggregation(
-    per_request: pl.DataFrame,
-    t1: float,
-    t2: float,
-    segments: Sequence[str],
-    score_bins: int,
-) -> Aggregation:
+def _build_aggregation(per_request: pl.DataFrame, t1: float, t2: float) -> Aggregation:
     label_table = per_request.drop(_FINAL_SRC, *[f"{s}_ts" for s in S.LABEL_SOURCES]).lazy()
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -694,7 +692,7 @@ def _build_aggregation(
         v1 = (pl.col(S.PRIMARY_SCORE) >= t1).fill_null(False)
         v2 = (pl.col(S.CANDIDATE_SCORE) >= t2).fill_null(False)
         joined = (
-            lf.select(*_PAIR_COLUMNS, *segments)
+            lf.select(*_PAIR_COLUMNS)
             .join(label_table, on=S.REQUEST_ID, how="left")
             .with_columns(
                 _encode(v1, v2, audit).alias(_FLAGS),
@@ -757,20 +755,22 @@ def _delay_aggregation(per_request: pl.DataFrame) -> Aggregation:
     arrivals = per_request.select(S.REQUEST_ID, *[f"{s}_ts" for s in S.LABEL_SOURCES]).lazy()
     edges = _DELAY_EDGES_H[1:]
 
-    def delay(s: str) -> pl.Expr:
-        return (pl.col(f"{s}_ts") - pl.col(S.TS)).dt.total_microseconds() / 3.6e9
+    def delay_us(s: str) -> pl.Expr:
+        return (pl.col(f"{s}_ts") - pl.col(S.TS)).dt.total_microseconds()
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
         cols = []
         for s in S.LABEL_SOURCES:
-            d = pl.col(f"d_{s}")
+            d = pl.col(f"d_{s}") / 3.6e9  # hours
             idx = pl.sum_horizontal([(d >= e).cast(pl.Int32) for e in edges])
             b = pl.when(d.is_null()).then(None).when(d < 0).then(-1).otherwise(idx)
             cols.append(b.cast(pl.Int32).alias(f"bin_{s}"))
+        # Delays are summed in integer microseconds so that every partitioning (and Spark)
+        # gives the same mean, bit for bit.
         return (
             lf.select(S.REQUEST_ID, S.TS)
             .join(arrivals, on=S.REQUEST_ID, how="inner")
-            .select(*[delay(s).alias(f"d_{s}") for s in S.LABEL_SOURCES])
+            .select(*[delay_us(s).alias(f"d_{s}") for s in S.LABEL_SOURCES])
             .with_columns(cols)
             .group_by(*[f"bin_{s}" for s in S.LABEL_SOURCES])
             .agg(
@@ -798,8 +798,8 @@ def _delay_parts(joint: pl.DataFrame) -> pl.DataFrame:
             .group_by(pl.col(f"bin_{s}").alias(_DBIN))
             .agg(
                 pl.col(_N).sum(),
-                pl.col(f"sum_{s}").sum().alias("delay_sum"),
-                pl.col(f"max_{s}").max().alias("delay_max"),
+                (pl.col(f"sum_{s}").sum() / 3.6e9).alias("delay_sum"),
+                (pl.col(f"max_{s}").max() / 3.6e9).alias("delay_max"),
             )
             .with_columns(pl.lit("delay").alias(_PART), pl.lit(s).alias(_SRC))
         )
@@ -1381,8 +1381,9 @@ def feedback_diagnostics(
     ----------
     pairs : LazyFrame, DataFrame, path, glob, list of paths or Spark DataFrame
         The shadow week's pair logs (anything :func:`shadowlab.engine.as_source` accepts).
-    labels : LazyFrame, DataFrame, path, glob, list of paths or None
-        Label rows (``request_id``, ``label``, ``label_ts``, ``source``). Collected: labels are
+    labels : LazyFrame, DataFrame, path, glob, list of paths, Spark DataFrame or None
+        Label rows (``request_id``, ``label``, ``label_ts``, ``source``). Collected to this
+        process (a Spark table via :func:`shadowlab.engines.spark.collect_labels`): labels are
         a few percent of the week. ``None`` means no labels at all.
     primary_threshold, candidate_threshold : float
         Production thresholds; a model flags a request when ``score >= threshold``.
@@ -1496,7 +1497,7 @@ def feedback_diagnostics(
     # Three streaming passes, each one group-by (a shared multi-output plan would buffer the
     # joined week): cells (pairs ⟕ labels), label delays (pairs ⋈ labels, labelled rows only),
     # review-set composition (pairs only).
-    cells_summary = source.aggregate(_build_aggregation(per_request, t1, t2, segs, score_bins))
+    cells_summary = source.aggregate(_build_aggregation(per_request, t1, t2))
     delay_summary = (
         source.aggregate(_delay_aggregation(per_request)) if per_request.height else pl.DataFrame()
     )
