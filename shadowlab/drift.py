@@ -852,7 +852,7 @@ def ks_2samp(
     >>> import numpy as np
     >>> from shadowlab.drift import ks_2samp
     >>> ks_2samp(np.array([0.1, 0.2, 0.3]), np.array([0.25, 0.35, 0.4, 0.5]))
-    KSResult(statistic=0.666667, pvalue=0.542857, statistic_location=0.2, statistic_sign=1, n=3/4, method='exact')
+    KSResult(statistic=0.75, pvalue=0.228571, statistic_location=0.3, statistic_sign=1, n=3/4, method='exact')
     """
     func = "ks_2samp"
     alternative = _ks_iv(alternative, method)
@@ -1721,13 +1721,13 @@ class ScoreSketch:
         """Read a sketch written by :meth:`save`."""
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
-        raw = (table.schema.metadata or {}).get(_SKETCH_META)
+        raw = (pq.read_schema(path).metadata or {}).get(_SKETCH_META)
         if raw is None:
             raise ValueError(
                 f"{path} is not a ScoreSketch file (no {_SKETCH_META.decode()} metadata); "
                 "write one with ScoreSketch.from_scores(...).save(path)."
             )
+        table = pq.read_table(path)
         meta = json.loads(raw)
         frame = pl.from_arrow(table.replace_schema_metadata(None))
         assert isinstance(frame, pl.DataFrame)

@@ -599,3 +599,60 @@ def test_cli_compare_writes_json(week, tmp_path, capsys):
     data = json.loads(out.read_text())
     assert len(data["table"]) == 2 * (1 + 3 + 3)  # per segment: day 0 paired only, then 3
     assert main(["compare", str(logs), "--bins", "1"]) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# mergeable summaries: the same answer from partitioned partials (what the Spark engine does)
+# ------------------------------------------------------------------------------------------
+
+
+class _PartitionedSource:
+    """A Source that runs every summary on 3 slices and merges them, as a cluster would."""
+
+    engine = "test-partitions"
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.frame = frame
+
+    def aggregate(self, agg):
+        from shadowlab.engine import merge_partials
+
+        k = self.frame.height // 3 + 1
+        parts = [agg.build(self.frame.slice(i * k, k).lazy()).collect() for i in range(3)]
+        return merge_partials(parts, agg)
+
+    def pull(self, predicate, columns):
+        return self.frame.lazy().filter(predicate).select(list(columns)).collect()
+
+    def collect_schema(self):
+        return self.frame.collect_schema()
+
+
+def test_partitioned_source_gives_identical_results(week, rng):
+    frame = week[0]
+    src = _PartitionedSource(frame)
+    one = compare_distributions(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=frame)
+    many = compare_distributions(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=src)
+    assert one.ks == many.ks
+    assert one.psi.statistic == many.psi.statistic
+    assert one.psi.table.equals(many.psi.table)
+    assert one.quantiles.table.equals(many.quantiles.table)
+    assert many.wasserstein.statistic == pytest.approx(one.wasserstein.statistic, rel=1e-12)
+    ref = rng.beta(2, 6, 1000)
+    a = compare_scores(frame, reference=ref, by="country").table
+    b = compare_scores(src, reference=ref, by="country").table
+    exact = ["window", "country", "comparison", "model", "ks_statistic", "ks_pvalue", "psi"]
+    assert a.select(exact).equals(b.select(exact))
+    assert a["spearman"].to_list() == b["spearman"].to_list()
+
+
+def test_compare_scores_with_a_saved_sketch(week, tmp_path, rng):
+    frame, _, c, *_ = week
+    ref = rng.beta(2, 6, 5000)
+    path = ScoreSketch.from_scores(ref, model="candidate").save(tmp_path / "ref.parquet")
+    res = compare_scores(frame, reference=path, every=None)
+    row = res.table.filter(pl.col("comparison") == "vs_reference").row(0, named=True)
+    assert row["model"] == "candidate"
+    assert row["psi"] == pytest.approx(psi(ref, c).statistic, rel=1e-12)
+    true = float(st.ks_2samp(ref, c).statistic)
+    assert row["ks_statistic"] <= true <= row["ks_statistic"] + row["ks_statistic_error_bound"]
