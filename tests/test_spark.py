@@ -470,3 +470,24 @@ def test_run_gate_parity(spark, week, spark_pairs, polars_pairs):
     got = run_gate(spark_pairs, labels, **kw)
     assert got.verdict == want.verdict
     _assert_same(got, want, rtol=1e-12)
+    _assert_same(got.predicate(), want.predicate(), rtol=1e-12)
+
+
+def test_operating_point_metrics_parity(spark, week, spark_pairs, polars_pairs):
+    from shadowlab.accuracy import operating_point_metrics
+
+    labels = _labels(spark, week)
+    want = operating_point_metrics(polars_pairs, labels, 0.5, 0.55, n_boot=20)
+    got = operating_point_metrics(spark_pairs, labels, 0.5, 0.55, n_boot=20)
+    # The labelled subset is pulled: the same rows, in another order (Spark's partition order),
+    # so float sums over it agree to rounding; counts are exact.
+    _assert_same(got, want, rtol=1e-12)
+
+
+def test_spark_session_without_java_says_how_to_install_it(monkeypatch):
+    import shadowlab.engines.spark as engine
+
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(engine.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="needs Java 17"):
+        spark_session("local[1]")

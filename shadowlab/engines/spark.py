@@ -48,6 +48,7 @@ from __future__ import annotations
 import difflib
 import io
 import os
+import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -293,6 +294,13 @@ def spark_session(
     -------
     pyspark.sql.SparkSession
 
+    Raises
+    ------
+    ModuleNotFoundError
+        When pyspark is not installed.
+    RuntimeError
+        When no Java is found (neither ``JAVA_HOME`` nor ``java`` on ``PATH``).
+
     Notes
     -----
     Defaults: session time zone UTC (pair timestamps are UTC), Arrow enabled, Arrow batches of
@@ -309,6 +317,11 @@ def spark_session(
         raise ModuleNotFoundError(
             "The Spark engine needs pyspark: pip install 'shadowlab[spark]' (and Java 17+)."
         ) from exc
+    if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
+        raise RuntimeError(
+            "The Spark engine needs Java 17+ and none was found (no JAVA_HOME, no java on PATH). "
+            "Install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME."
+        )
     settings: dict[str, str] = {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
