@@ -225,22 +225,25 @@ class _Grid:
             .otherwise(inner)
         )
 
-    def covering(self, x: pl.Expr, bins: set[int], max_ranges: int = 32) -> pl.Expr:
-        """A cheap predicate true for every value in ``bins`` (a few value ranges, a superset).
+    def covering(self, x: pl.Expr, bins: set[int], max_ranges: int = 4) -> pl.Expr:
+        """A cheap predicate true for every value in ``bins`` (possibly a superset).
 
-        Runs of adjacent bins become value intervals widened by 1/1000 of a bin (the floor in
-        :meth:`bin` may round across an edge); when there are more than ``max_ranges`` runs the
-        closest ones are merged. The caller keeps only the wanted bins after the pull.
+        A few runs of adjacent bins become value intervals widened by 1/1000 of a bin (the floor
+        in :meth:`bin` may round across an edge); more runs become one hash lookup of the bin id
+        (without the when/then of :meth:`bin`: a value at ``hi`` may also match bin ``bins``).
+        The caller keeps only the wanted bins after the pull.
         """
         ks = np.asarray(sorted(bins), dtype=np.int64)
         breaks = np.flatnonzero(np.diff(ks) > 1)
         starts = np.r_[ks[0], ks[breaks + 1]]
         ends = np.r_[ks[breaks], ks[-1]]
-        while len(starts) > max_ranges:
-            gaps = starts[1:] - ends[:-1]
-            j = int(np.argmin(gaps))
-            ends = np.delete(ends, j)
-            starts = np.delete(starts, j + 1)
+        if len(starts) > max_ranges:
+            scale = self.bins / (self.hi - self.lo) if self.hi > self.lo else 0.0
+            raw = ((x - self.lo) * scale).floor().clip(-1, self.bins).cast(pl.Int32)
+            wanted = set(ks.tolist())
+            if self.bins - 1 in wanted:
+                wanted.add(self.bins)
+            return raw.is_in(sorted(wanted))
         pad = self.width * 1e-3
         pred = pl.lit(False)
         for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
