@@ -252,6 +252,11 @@ class _Grid:
             pred = pred | ((x >= lo) & (x <= hi))
         return pred
 
+    def cell(self, x: pl.Expr, k: pl.Expr, m: int) -> pl.Expr:
+        """Zoom cell id ``k * m + j``: sub-bin ``j`` of ``m`` equal parts of bin ``k``."""
+        sub = ((x - self.left(k)) * (m / self.width)).floor().clip(0, m - 1).cast(pl.Int64)
+        return k.cast(pl.Int64) * m + sub
+
     def left(self, k: pl.Expr) -> pl.Expr:
         return self.lo + k.clip(0, self.bins).cast(pl.Float64) * self.width
 
@@ -361,6 +366,7 @@ class _Run:
         self.max_pull_rows = DEFAULT_MAX_PULL_ROWS if max_pull_rows is None else max_pull_rows
         self.hists: dict[_Sample, _Hist] = {}
         self.values: dict[tuple[_Sample, int], np.ndarray] = {}
+        self.cell_values: dict[tuple[_Sample, int], np.ndarray] = {}
         self.passes = 0
         self.rows_pulled = 0
         self.grid: _Grid | None = None
@@ -451,8 +457,17 @@ class _Run:
         return _Hist(z, z, z.astype(float), z.astype(float), z.astype(float), n, miss)
 
     # pass 3 ------------------------------------------------------------------------------
-    def pull(self, needs: Mapping[_Sample, set[int]]) -> None:
-        """Fetch the values of every (sample, bin) in ``needs`` not yet known, one pull per source."""
+    def pull(
+        self,
+        needs: Mapping[_Sample, set[int]],
+        cells: Mapping[_Sample, set[int]] | None = None,
+        zoom: int = 0,
+    ) -> None:
+        """Fetch the values of every (sample, bin) in ``needs`` not yet known, one pull per source.
+
+        ``cells`` asks for zoom cells (see :func:`_zoom_pass`, ``zoom`` sub-bins per bin) in the
+        same pull; their values go to ``cell_values``.
+        """
         assert self.grid is not None
         by_src: dict[int, dict[_Sample, set[int]]] = {}
         for s, bins in needs.items():
@@ -470,13 +485,22 @@ class _Run:
             todo &= set(h.bin.tolist())
             if todo:
                 by_src.setdefault(s.src, {}).setdefault(key, set()).update(todo)
+        cell_src: dict[int, dict[_Sample, set[int]]] = {}
+        for s, cs in (cells or {}).items():
+            if cs and s.src >= 0:
+                key = _Sample(s.src, s.column, s.group)
+                cell_src.setdefault(s.src, {}).setdefault(key, set()).update(cs)
         pulled = False
-        for src, wanted in by_src.items():
+        for src in sorted(set(by_src) | set(cell_src)):
+            wanted = by_src.get(src, {})
+            cwanted = cell_src.get(src, {})
             inp = self.inputs[src]
             gnames = [g for g, _ in inp.groups]
             per_col: dict[str, set[int]] = {}
             for s, bins in wanted.items():
                 per_col.setdefault(s.column, set()).update(bins)
+            for s, cs in cwanted.items():
+                per_col.setdefault(s.column, set()).update(c // zoom for c in cs)
             pred = pl.lit(False)
             for c, bins in per_col.items():
                 pred = pred | (_valid(pl.col(c)) & self.grid.covering(pl.col(c), bins))
@@ -499,6 +523,18 @@ class _Run:
                     groups = {(): sub}
                 for gkey, part in groups.items():
                     s = _Sample(src, c, tuple(gkey))
+                    if s in cwanted:
+                        cp = (
+                            part.with_columns(
+                                self.grid.cell(pl.col("x"), pl.col("bin"), zoom).alias("cell")
+                            )
+                            .filter(pl.col("cell").is_in(sorted(cwanted[s])))
+                            .sort("cell", "x")
+                        )
+                        cb, cx = cp["cell"].to_numpy(), cp["x"].to_numpy()
+                        for k in cwanted[s]:
+                            lo, hi = np.searchsorted(cb, k, "left"), np.searchsorted(cb, k, "right")
+                            self.cell_values[(s, k)] = cx[lo:hi]
                     if s not in wanted:
                         continue
                     b = part["bin"].to_numpy()
@@ -719,7 +755,7 @@ def _ks_needs(plan: _KSPlan, s1: _Sample, s2: _Sample) -> dict[_Sample, set[int]
 
 
 def _ks_finish(
-    plan: _KSPlan, run: _Run, s1: _Sample, s2: _Sample, alternative: str, exact: bool
+    plan: _KSPlan, run: Any, s1: _Sample, s2: _Sample, alternative: str, exact: bool
 ) -> tuple[float, float, int, float, bool]:
     """(d, location, sign, error_bound, exact) from the plan and the pulled values."""
     n1, n2 = plan.n1, plan.n2
@@ -872,9 +908,127 @@ def ks_2samp(
     return _ks_compute(run, s1, s2, alternative, method)
 
 
+ZOOM_ROWS: int = 500_000
+"""Above this many rows in the KS candidate bins, a zoom pass splits them before pulling."""
+
+ZOOM_CELLS: int = 1 << 20
+"""Upper bound on the number of zoom cells (candidate bins x sub-bins)."""
+
+
+def _zoom_pass(
+    run: _Run, samples: Sequence[_Sample], bins: set[int], m: int
+) -> dict[_Sample, _Hist]:
+    """Histogram of the candidate ``bins`` split in ``m`` sub-bins each (one more pass).
+
+    Returns, for each sample, its histogram on *cells*: a non-candidate bin ``k`` is the single
+    cell ``k * m``, a candidate bin is split into cells ``k * m + j``; cell order is value order,
+    so the KS plan runs on it unchanged, with bounds ``m`` times tighter in the split bins.
+    """
+    assert run.grid is not None
+    grid = run.grid
+    cand = sorted(bins)
+    out: dict[_Sample, _Hist] = {}
+    by_src: dict[int, list[_Sample]] = {}
+    for smp in samples:
+        by_src.setdefault(smp.src, []).append(smp)
+    for src, smps in by_src.items():
+        inp = run.inputs[src]
+        cols = sorted({smp.column for smp in smps})
+
+        def build(lf: pl.LazyFrame, cols: list[str] = cols) -> pl.LazyFrame:
+            parts = []
+            for c in cols:
+                x = pl.col("__x")
+                parts.append(
+                    lf.select(pl.col(c).cast(pl.Float64).alias("__x"))
+                    .filter(_valid(x) & grid.covering(x, set(cand)))
+                    .with_columns(grid.bin(x).alias("bin"))
+                    .filter(pl.col("bin").is_in(cand))
+                    .group_by(grid.cell(x, pl.col("bin"), m).alias("cell"))
+                    .agg(
+                        pl.len().cast(pl.Int64).alias("n"),
+                        x.min().alias("mn"),
+                        x.max().alias("mx"),
+                    )
+                    .with_columns(pl.lit(c).alias("sample"))
+                )
+            return pl.concat(parts, how="vertical_relaxed")
+
+        agg = Aggregation(build, ("sample", "cell"), {"n": "sum", "mn": "min", "mx": "max"})
+        frame = inp.source.aggregate(agg)
+        for smp in smps:
+            h = run.hist(smp)
+            keep = ~np.isin(h.bin, np.asarray(cand, dtype=np.int64))
+            z = frame.filter(pl.col("sample") == smp.column).sort("cell")
+            cells = np.concatenate([h.bin[keep] * m, z["cell"].to_numpy().astype(np.int64)])
+            order = np.argsort(cells, kind="stable")
+            n = np.concatenate([h.n[keep], z["n"].to_numpy().astype(np.int64)])[order]
+            mn = np.concatenate([h.mn[keep], z["mn"].to_numpy()])[order]
+            mx = np.concatenate([h.mx[keep], z["mx"].to_numpy()])[order]
+            out[smp] = _Hist(
+                cells[order], n, np.full(len(n), math.nan), mn, mx, int(n.sum()), h.missing
+            )
+    run.passes += 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _CellView:
+    """``value(sample, cell)`` for a KS plan on zoom cells."""
+
+    run: _Run
+    hists: Mapping[_Sample, _Hist]
+
+    def value(self, s: _Sample, k: int) -> np.ndarray | None:
+        key = _Sample(s.src, s.column, s.group)
+        h = self.hists[key]
+        j = int(np.searchsorted(h.bin, k))
+        if j < len(h.bin) and h.bin[j] == k and h.mn[j] == h.mx[j]:
+            return np.full(int(h.n[j]), h.mn[j])
+        return self.run.cell_values.get((key, int(k)))
+
+
+def _ks_zoom(
+    run: _Run, plan: _KSPlan, s1: _Sample, s2: _Sample, alternative: str
+) -> tuple[_KSPlan, _CellView, dict[_Sample, set[int]], int] | None:
+    """Zoom into the KS candidate bins when pulling them would move too many rows."""
+    needs = _ks_needs(plan, s1, s2)
+    if s1.src < 0 or s2.src < 0 or s1.group or s2.group or run.cost(needs) <= ZOOM_ROWS:
+        return None
+    cand = needs[_Sample(s1.src, s1.column, s1.group)]
+    m = int(max(2, min(1024, ZOOM_CELLS // max(len(cand), 1))))
+    hists = _zoom_pass(run, [s1, s2], cand, m)
+    h1, h2 = hists[_Sample(s1.src, s1.column)], hists[_Sample(s2.src, s2.column)]
+    plan2 = _ks_plan(h1, h2, alternative)
+    cells = set(plan2.bins[plan2.cand_plus | plan2.cand_minus].tolist())
+    view = _CellView(run, hists)
+    cell_needs: dict[_Sample, set[int]] = {}
+    for smp, h in ((s1, h1), (s2, h2)):
+        key = _Sample(smp.src, smp.column, smp.group)
+        nonconst = set(h.bin[h.mn != h.mx].tolist())
+        cell_needs.setdefault(key, set()).update(cells & nonconst)
+    return plan2, view, cell_needs, m
+
+
+def _cell_cost(hists: Mapping[_Sample, _Hist], cell_needs: Mapping[_Sample, set[int]]) -> int:
+    total = 0
+    for smp, cs in cell_needs.items():
+        h = hists[smp]
+        if cs:
+            total += int(h.n[np.isin(h.bin, np.fromiter(cs, np.int64, len(cs)))].sum())
+    return total
+
+
 def _ks_compute(run: _Run, s1: _Sample, s2: _Sample, alternative: str, method: str) -> KSResult:
     h1, h2 = run.hist(s1), run.hist(s2)
     plan = _ks_plan(h1, h2, alternative)
+    zoomed = _ks_zoom(run, plan, s1, s2, alternative)
+    if zoomed is not None:
+        plan2, view, cell_needs, m = zoomed
+        exact = _cell_cost(view.hists, cell_needs) <= run.max_pull_rows
+        if exact:
+            run.pull({}, cell_needs, m)
+        return _ks_from_plan(run, plan2, s1, s2, alternative, method, exact, view)
     needs = _ks_needs(plan, s1, s2)
     exact = s1.src >= 0 and s2.src >= 0 and run.cost(needs) <= run.max_pull_rows
     if exact:
@@ -883,9 +1037,18 @@ def _ks_compute(run: _Run, s1: _Sample, s2: _Sample, alternative: str, method: s
 
 
 def _ks_from_plan(
-    run: _Run, plan: _KSPlan, s1: _Sample, s2: _Sample, alternative: str, method: str, exact: bool
+    run: _Run,
+    plan: _KSPlan,
+    s1: _Sample,
+    s2: _Sample,
+    alternative: str,
+    method: str,
+    exact: bool,
+    values: Any = None,
 ) -> KSResult:
-    d, loc, sign, bound, exact = _ks_finish(plan, run, s1, s2, alternative, exact)
+    d, loc, sign, bound, exact = _ks_finish(
+        plan, values if values is not None else run, s1, s2, alternative, exact
+    )
     d, p, used = _ks_pvalue(d, plan.n1, plan.n2, alternative, method)
     h1, h2 = run.hist(s1), run.hist(s2)
     return KSResult(
@@ -2254,13 +2417,24 @@ def compare_distributions(
     if s1.src >= 0:
         base = _merge_needs(base, {s1: _quantile_needs(h1, qs)})
     kplan = _ks_plan(h1, h2, alternative)
-    extra = _ks_needs(kplan, s1, s2)
+    zoomed = _ks_zoom(run, kplan, s1, s2, alternative)
+    view, cell_needs, m = None, {}, 0
+    if zoomed is not None:
+        kplan, view, cell_needs, m = zoomed
+        extra: dict[_Sample, set[int]] = {}
+        more = _cell_cost(view.hists, cell_needs)
+    else:
+        extra = _ks_needs(kplan, s1, s2)
+        more = 0
     wplan = _w_plan(run, h1, h2) if wasserstein else None
     if wplan is not None:
         extra = _merge_needs(extra, _w_needs(wplan, s1, s2))
-    exact = s1.src >= 0 and run.cost(base) + run.cost(extra, base) <= run.max_pull_rows
-    run.pull(_merge_needs(base, extra) if exact else base)
-    ks = _ks_from_plan(run, kplan, s1, s2, alternative, method, exact)
+    exact = s1.src >= 0 and run.cost(base) + run.cost(extra, base) + more <= run.max_pull_rows
+    if exact:
+        run.pull(_merge_needs(base, extra), cell_needs, m)
+    else:
+        run.pull(base)
+    ks = _ks_from_plan(run, kplan, s1, s2, alternative, method, exact, view)
     pr = _psi_finish(run, s1, s2, mode, state, bins, binning, eps)
     wr = None
     if wplan is not None:

@@ -668,3 +668,30 @@ def test_compare_scores_with_a_saved_sketch(week, tmp_path, rng):
     assert row["psi"] == pytest.approx(psi(ref, c).statistic, rel=1e-12)
     true = float(st.ks_2samp(ref, c).statistic)
     assert row["ks_statistic"] <= true <= row["ks_statistic"] + row["ks_statistic_error_bound"]
+
+
+def test_ks_zoom_pass_finishes_exactly(monkeypatch, rng):
+    # At scale the candidate bins hold too many rows; a zoom pass splits them first. Force it.
+    import shadowlab.drift as drift
+
+    monkeypatch.setattr(drift, "ZOOM_ROWS", 0)
+    calls = []
+    real = drift._zoom_pass
+    monkeypatch.setattr(drift, "_zoom_pass", lambda *a, **k: calls.append(1) or real(*a, **k))
+    a, b = rng.beta(3, 7, 40_000), np.round(rng.beta(3.1, 7, 35_000), 5)
+    for alternative in ("two-sided", "less", "greater"):
+        res = ks_2samp(a, b, alternative=alternative)
+        _assert_ks_equal(res, st.ks_2samp(a, b, alternative=alternative))
+        assert res.passes <= 3  # histogram, zoom, pull (each only when needed)
+    both = compare_distributions(a, b)
+    _assert_ks_equal(both.ks, st.ks_2samp(a, b))
+    assert both.psi.statistic == psi(a, b).statistic
+    assert both.passes == 3
+    assert len(calls) >= 2
+    binned = ks_2samp(a, b, max_pull_rows=0)
+    true = float(st.ks_2samp(a, b).statistic)
+    assert binned.statistic <= true <= binned.statistic + binned.statistic_error_bound
+    # the zoom tightens the binned bound (cells are up to 1024x finer than bins)
+    monkeypatch.setattr(drift, "ZOOM_ROWS", 10**9)
+    coarse = ks_2samp(a, b, max_pull_rows=0)
+    assert binned.statistic_error_bound <= coarse.statistic_error_bound
