@@ -798,8 +798,8 @@ def _delay_parts(joint: pl.DataFrame) -> pl.DataFrame:
             .group_by(pl.col(f"bin_{s}").alias(_DBIN))
             .agg(
                 pl.col(_N).sum(),
-                (pl.col(f"sum_{s}").sum() / 3.6e9).alias("delay_sum"),
-                (pl.col(f"max_{s}").max() / 3.6e9).alias("delay_max"),
+                pl.col(f"sum_{s}").sum().alias("delay_sum"),  # microseconds (Int64)
+                pl.col(f"max_{s}").max().alias("delay_max"),
             )
             .with_columns(pl.lit("delay").alias(_PART), pl.lit(s).alias(_SRC))
         )
@@ -1076,13 +1076,13 @@ def _label_delays(summary: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, np.nda
         np.add.at(counts, idx, ok[_N].to_numpy())
         cdf = _delay_cdf(counts)
         cdfs[s] = cdf
-        dmax = float(ds["delay_max"].max())  # type: ignore[arg-type]
+        dmax = int(ds["delay_max"].max()) / 3.6e9  # type: ignore[arg-type]
         rows.append(
             {
                 "source": s,
                 "labels": n,
                 "negative_delays": int(ds.filter(pl.col(_DBIN) < 0)[_N].sum()),
-                "mean_hours": float(ds["delay_sum"].sum()) / n,
+                "mean_hours": int(ds["delay_sum"].sum()) / n / 3.6e9,
                 # interpolated inside a bin; never past the exact maximum
                 **{
                     f"p{q}_hours": min(_quantile(cdf, q / 100), dmax) if len(cdf) else math.nan
@@ -1514,8 +1514,8 @@ def feedback_diagnostics(
         (_SRC, pl.String),
         (_DBIN, pl.Int32),
         (_BIN, pl.String),
-        ("delay_sum", pl.Float64),
-        ("delay_max", pl.Float64),
+        ("delay_sum", pl.Int64),
+        ("delay_max", pl.Int64),
     ):
         if col not in summary.columns:
             summary = summary.with_columns(pl.lit(None, dtype=dtype).alias(col))

@@ -700,3 +700,32 @@ def test_partitioned_summaries_merge_to_the_same_report() -> None:
             assert split[key][field] == (
                 pytest.approx(value, rel=1e-12) if isinstance(value, float) else value
             ), (key, field)
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+@pytest.mark.skipif(not (SAMPLE / "truth.parquet").exists(), reason="bundled sample week absent")
+def test_spark_engine_gives_the_same_report() -> None:
+    pytest.importorskip("pyspark")
+    import shutil as _shutil
+
+    if _shutil.which("java") is None:
+        pytest.skip("Java is not installed")
+    from shadowlab.engines.spark import read_labels, read_pairs, spark_session
+
+    t1 = json.loads((SAMPLE / "manifest.json").read_text())["primary_threshold"]
+    spark = spark_session(
+        "local[2]",
+        config={"spark.sql.files.maxPartitionBytes": "1m", "spark.sql.files.openCostInBytes": "1"},
+    )
+    try:
+        on_spark = feedback_diagnostics(
+            read_pairs(spark, str(SAMPLE / "pairs")),
+            read_labels(spark, str(SAMPLE / "labels")),
+            t1,
+            t1,
+        )
+    finally:
+        spark.stop()
+    on_polars = feedback_diagnostics(SAMPLE / "pairs", SAMPLE / "labels", t1, t1)
+    assert on_spark.to_dict() == on_polars.to_dict()
