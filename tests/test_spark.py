@@ -61,6 +61,7 @@ def spark():
             "spark.sql.files.maxPartitionBytes": "256k",
             "spark.sql.files.openCostInBytes": "1",
             "spark.default.parallelism": "2",
+            "spark.sql.shuffle.partitions": "2",  # read_pairs' id check is the only shuffle
         },
     )
     yield session
