@@ -33,7 +33,7 @@ References
        Annals of Mathematical Statistics, 19(2), 279-281.
 .. [3] SciPy 1.17, ``scipy.stats.ks_2samp`` (``scipy/stats/_stats_py.py``).
 .. [4] Siddiqi, N. (2006). Credit Risk Scorecards: Developing and Implementing Intelligent Credit
-       Scoring. Wiley. (Population Stability Index, ch. 9.)
+       Scoring. Wiley. (Population Stability Index.)
 .. [5] Yurdakul, B. (2018). Statistical Properties of Population Stability Index. PhD thesis,
        Western Michigan University.
 .. [6] Evidently 0.7.23, ``evidently/legacy/calculations/stattests/psi.py`` and ``utils.py``.
