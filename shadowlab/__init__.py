@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "PolicyError": "policy",
     "generate_keypair": "signing", "verify_envelope": "signing", "Verification": "signing",
     "build_report": "report", "write_report": "report", "Report": "report",
+    "Progress": "progress",
 }  # fmt: skip
 
 __all__ = ["LABEL_SCHEMA", "PAIR_SCHEMA", "SCHEMA_VERSION", "__version__", *sorted(_EXPORTS)]
@@ -96,6 +97,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         summarize_logs,
     )
     from shadowlab.policy import GatePolicy, PolicyError, default_policy_toml, load_policy
+    from shadowlab.progress import Progress
     from shadowlab.report import Report, build_report, write_report
     from shadowlab.router import (
         CanaryRouter,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -641,6 +641,7 @@ def build_report(
     capacity: Any = None,
     sla: str | dt.timedelta = "4h",
     title: str = "shadowlab: shadow-week report",
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Aggregate a week of pair logs and draw the report.
 
@@ -668,18 +669,23 @@ def build_report(
         staffing sized so that v1 runs at 85 % utilisation.
     sla : str or timedelta
         The review SLA drawn on the waiting-time chart.
+    progress : callable, optional
+        Called with the name of each aggregation step as it starts (e.g. a
+        :class:`shadowlab.progress.Progress`).
 
     Returns
     -------
     Report
     """
     source = as_source(pairs)
+    progress = progress or (lambda step: None)
     verdict_doc, sig_text = _load_verdict(verdict, signature)
     notes: list[str] = []
     if candidate_threshold is None:
         try:
             from shadowlab.thresholds import calibrate_threshold
 
+            progress("calibrating v2's threshold")
             candidate_threshold = float(calibrate_threshold(source, primary_threshold).threshold)
         except ImportError:
             notes.append("v2's calibrated threshold: shadowlab.thresholds is not available.")
@@ -689,10 +695,12 @@ def build_report(
     }
     if candidate_threshold is not None:
         rules[f"v2 at t2={candidate_threshold:.4g}"] = (S.CANDIDATE, candidate_threshold)
+    progress("hourly trigger rates")
     ranges, hourly = _range_and_hourly(source, rules)
     lo, hi = ranges.row(0)
     if lo is None or hi is None:
         raise ValueError("The pair logs hold no valid score: nothing to draw.")
+    progress("score histograms")
     hist_fine = _histograms(source, lo, hi, QQ_BINS)
     if reference is not None:
         ref_hist = _reference_histogram(reference, lo, hi, QQ_BINS)
@@ -708,6 +716,7 @@ def build_report(
     segs = list(segments) if segments is not None else context_columns(source)
     if segs:
         names = list(rules)
+        progress("segments")
         seg = _segment_counts(source, segs, rules)
         other = names[2] if len(names) > 2 else names[1]
         charts["segment_ratios"] = _segment_chart(seg, names[0], other)
@@ -721,6 +730,7 @@ def build_report(
             "v2 at t1 (naive)": (S.CANDIDATE, primary_threshold),
             "v2 at t2 (calibrated)": (S.CANDIDATE, candidate_threshold),
         }
+        progress("review queue")
         load = simulate_load(source, policies, capacity, sla=sla, baseline="v1 at t1")
         charts["review_queue"] = _queue_chart(load.timeline, load.sla_minutes)
     if labels is None:
@@ -731,13 +741,16 @@ def build_report(
         from shadowlab.logs import scan_labels
 
         label_frame = labels if isinstance(labels, pl.LazyFrame) else scan_labels(labels)
+        progress("labels: cross-tab")
         feedback = feedback_diagnostics(source, label_frame, primary_threshold, candidate_threshold)
         charts["decision_crosstab"] = _crosstab_chart(feedback.crosstab)
+        progress("labels: accuracy")
         metrics = operating_point_metrics(
             source, label_frame, primary_threshold, candidate_threshold, reference=reference
         )
         if metrics.reliability.height:
             charts["reliability"] = _reliability_chart(metrics.reliability)
+        progress("labels: PR curves")
         curves = _pr_curves(source, label_frame)
         if curves.height:
             charts["precision_recall"] = _pr_chart(curves)

@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from shadowlab.logs import scan_pairs
     from shadowlab.policy import load_policy
+    from shadowlab.progress import Progress
     from shadowlab.report import build_report
 
     policy = load_policy(args.policy) if args.policy else None
@@ -44,15 +45,18 @@ def run(args: argparse.Namespace) -> int:
     if reference is None and policy is not None and policy.reference_path() is not None:
         reference = str(policy.reference_path())
     pairs = scan_pairs(args.logs if len(args.logs) > 1 else args.logs[0])
-    report = build_report(
-        pairs,
-        primary_threshold=t1,
-        candidate_threshold=t2,
-        labels=args.labels,
-        reference=reference,
-        verdict=args.verdict,
-        log_scale=args.log_scale,
-    )
+    steps = 4 + (t2 is None) + 3 * bool(args.labels)
+    with Progress(steps, label="report", enabled=False if args.quiet else None) as progress:
+        report = build_report(
+            pairs,
+            primary_threshold=t1,
+            candidate_threshold=t2,
+            labels=args.labels,
+            reference=reference,
+            verdict=args.verdict,
+            log_scale=args.log_scale,
+            progress=progress,
+        )
     path = report.save(args.out)
     if not args.quiet:
         print(
