@@ -36,7 +36,8 @@ sums and maxima:
 2. *label delays*: pairs inner-joined with the labels' arrival times, counted per joint
    delay-histogram bin of the three sources (labelled requests only);
 3. *review-set composition*: requests that v1 or v2 flags or the audit draws, counted per
-   flags × both models' score bins × segment values (no join).
+   flags × (feature, value) for both models' score bins and every segment (unpivoted, no
+   join).
 
 A single plan with several outputs from one scan was tried first; polars buffered the joined
 week between its consumers (peak memory grew with rows), so the passes are kept separate.
@@ -810,13 +811,17 @@ def _delay_parts(joint: pl.DataFrame) -> pl.DataFrame:
 def _composition_aggregation(
     t1: float, t2: float, segments: Sequence[str], score_bins: int
 ) -> Aggregation:
-    """Review-set composition (v1 flags, v2 flags or audit drawn): counts by flags, both
-    models' score bins and every segment jointly. Needs no labels, so no join."""
-    seg_keys = [f"seg_{i}" for i in range(len(segments))]
+    """Review-set composition (v1 flags, v2 flags or audit drawn): counts per flags and
+    ``(feature, value)``, where the features are both models' score bins and every segment,
+    unpivoted so that the summary grows with the sum, not the product, of their cardinalities.
+    Needs no labels, so no join."""
+    features = {f"score:{S.PRIMARY_SCORE}": "f_0", f"score:{S.CANDIDATE_SCORE}": "f_1"}
+    features.update({f"segment:{c}": f"f_{i + 2}" for i, c in enumerate(segments)})
+    names = {v: k for k, v in features.items()}
 
     def bins(model: str) -> pl.Expr:
         col = pl.col(S.score_column(model))
-        return (col * score_bins).floor().clip(0, score_bins - 1).cast(pl.Int32)
+        return (col * score_bins).floor().clip(0, score_bins - 1).cast(pl.Int32).cast(pl.String)
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
         v1 = (pl.col(S.PRIMARY_SCORE) >= t1).fill_null(False)
@@ -825,40 +830,25 @@ def _composition_aggregation(
         return (
             lf.select(
                 (_encode(v1, v2, audit) % 8).alias(_CODE),
-                bins(S.PRIMARY).alias("bin_primary"),
-                bins(S.CANDIDATE).alias("bin_candidate"),
-                *[
-                    pl.col(c).cast(pl.String).alias(k)
-                    for c, k in zip(segments, seg_keys, strict=True)
-                ],
+                bins(S.PRIMARY).alias("f_0"),
+                bins(S.CANDIDATE).alias("f_1"),
+                *[pl.col(c).cast(pl.String).alias(f"f_{i + 2}") for i, c in enumerate(segments)],
             )
             .filter(pl.col(_CODE) > 0)
-            .group_by(_CODE, "bin_primary", "bin_candidate", *seg_keys)
+            .unpivot(index=_CODE, variable_name="feature", value_name=_BIN)
+            .group_by(_CODE, "feature", _BIN)
             .agg(pl.len().cast(pl.Int64).alias(_N))
+            .with_columns(pl.col("feature").replace_strict(names, return_dtype=pl.String))
         )
 
-    keys = (_CODE, "bin_primary", "bin_candidate", *seg_keys)
-    return Aggregation(build=build, keys=keys, reduce={_N: "sum"})
+    return Aggregation(build=build, keys=(_CODE, "feature", _BIN), reduce={_N: "sum"})
 
 
-def _composition_parts(joint: pl.DataFrame, segments: Sequence[str]) -> pl.DataFrame:
-    """Marginal composition per feature (score bins of each model, each segment)."""
-    if joint.height == 0:
+def _composition_parts(summary: pl.DataFrame) -> pl.DataFrame:
+    """The composition summary in the long format of the finish (``part`` = feature)."""
+    if summary.height == 0:
         return pl.DataFrame()
-    features = [
-        (f"score:{S.PRIMARY_SCORE}", pl.col("bin_primary").cast(pl.String)),
-        (f"score:{S.CANDIDATE_SCORE}", pl.col("bin_candidate").cast(pl.String)),
-        *[(f"segment:{c}", pl.col(f"seg_{i}")) for i, c in enumerate(segments)],
-    ]
-    return pl.concat(
-        [
-            joint.group_by(_CODE, key.alias(_BIN))
-            .agg(pl.col(_N).sum())
-            .with_columns(pl.lit(name).alias(_PART))
-            for name, key in features
-        ],
-        how="diagonal_relaxed",
-    )
+    return summary.rename({"feature": _PART})
 
 
 # --------------------------------------------------------------------------------------------
@@ -1506,7 +1496,7 @@ def feedback_diagnostics(
         [
             cells_summary.with_columns(pl.lit("cell").alias(_PART)),
             _delay_parts(delay_summary),
-            _composition_parts(comp_summary, segs),
+            _composition_parts(comp_summary),
         ],
         how="diagonal_relaxed",
     )
