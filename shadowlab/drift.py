@@ -61,6 +61,7 @@ __all__ = [
     "DEFAULT_QUANTILES",
     "DegenerateInputWarning",
     "DistributionComparison",
+    "JensenShannonResult",
     "KSExactFallbackWarning",
     "KSResult",
     "PSIResult",
@@ -1587,6 +1588,33 @@ def psi(
     return _psi_finish(run, s1, s2, mode, state, bins, binning, eps)
 
 
+@dataclass(frozen=True, slots=True)
+class JensenShannonResult:
+    """Jensen–Shannon distance (base 2, in [0, 1]; higher = further apart) and its bins.
+
+    Attributes
+    ----------
+    statistic : float
+    table : polars.DataFrame
+        ``bin``, ``lower``, ``upper``, raw ``share_reference`` and ``share_current``.
+    n_reference, n_current : int
+    """
+
+    statistic: float
+    table: pl.DataFrame
+    n_reference: int
+    n_current: int
+
+    def __repr__(self) -> str:
+        return (
+            f"JensenShannonResult(statistic={self.statistic:.6g}, bins={self.table.height}, "
+            f"n={self.n_reference}/{self.n_current})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe({f: getattr(self, f) for f in self.__slots__})
+
+
 def jensen_shannon(
     reference: Any,
     current: Any,
@@ -1594,7 +1622,7 @@ def jensen_shannon(
     data: Any = None,
     bins: int | Sequence[float] | None = None,
     binning: Binning = "quantile",
-) -> float:
+) -> JensenShannonResult:
     """Jensen–Shannon distance (base 2, in [0, 1]) between the two samples' shares on PSI's bins.
 
     Same bins as :func:`psi` with the same arguments; the shares are the raw ones (no zero fill),
@@ -1605,7 +1633,15 @@ def jensen_shannon(
     .. [1] Lin, J. (1991). Divergence measures based on the Shannon entropy. IEEE Transactions on
            Information Theory, 37(1), 145-151.
     """
-    return psi(reference, current, data=data, bins=bins, binning=binning).jensen_shannon
+    res = psi(reference, current, data=data, bins=bins, binning=binning)
+    table = res.table.select(
+        "bin",
+        "lower",
+        "upper",
+        (pl.col("n_reference") / res.n_reference).alias("share_reference"),
+        (pl.col("n_current") / res.n_current).alias("share_current"),
+    )
+    return JensenShannonResult(res.jensen_shannon, table, res.n_reference, res.n_current)
 
 
 # --------------------------------------------------------------------------------------------

@@ -284,7 +284,10 @@ def test_jensen_shannon_on_psi_bins(rng):
     cuts = np.quantile(ref, np.arange(1, 10) / 10)
     _, c1, c2 = _slow_psi(ref, cur, cuts)
     expected = jensenshannon(c1 / len(ref), c2 / len(cur), base=2)
-    assert jensen_shannon(ref, cur) == pytest.approx(expected, rel=1e-12)
+    res = jensen_shannon(ref, cur)
+    assert res.statistic == pytest.approx(expected, rel=1e-12)
+    assert res.table["share_reference"].to_list() == pytest.approx((c1 / len(ref)).tolist())
+    json.dumps(res.to_dict(), allow_nan=False)
     assert psi(ref, cur).jensen_shannon == pytest.approx(expected, rel=1e-12)
 
 
