@@ -56,6 +56,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check shadowlab tests benchmarks
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,notebooks,spark,bench]'
 	$(PY) benchmarks/run.py --rows 1e6,1e7,5e7
 
 bench-smoke: $(STAMP)

@@ -8,14 +8,21 @@ Usage::
 Weeks are generated once by :mod:`weeks` (parametric, fast) and cached outside the repository
 (``~/.cache/shadowlab-bench`` or ``--cache``). Each measurement is a small Python program run in a
 fresh interpreter; its wall time covers the whole process (imports included, as a CI job would
-pay them) and its peak RSS comes from ``wait4``'s resource usage of that child. A baseline whose
-package is missing (Evidently, NannyML: the ``bench`` extra) is reported as "not installed".
+pay them) and its peak RSS comes from ``wait4``'s resource usage of that child (and of any process
+it waited for, e.g. the ``shadowlab gate`` CLI). A baseline whose package is missing (Evidently,
+NannyML: the ``bench`` extra) is reported as "not installed".
+
+This parent process imports the standard library only and generates weeks in a subprocess too:
+on Linux a child's ``ru_maxrss`` starts from the RSS of the process it was forked from (the
+exec'd-away memory map's high-water mark is kept), so a parent holding numpy, polars and a
+generated week would put a floor of a few hundred MB under every measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import statistics
@@ -27,9 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from weeks import PRIMARY_THRESHOLD, write_week  # noqa: E402
 
 _READ = """
 import pyarrow.dataset as ds
@@ -138,12 +142,14 @@ rep = feedback_diagnostics(PAIRS, scan_labels(LABELS), T1, T1 + 0.05)
     "shadowlab gate (end to end)": (
         "shadowlab.gate",
         """
-import subprocess, sys, tempfile
+import os, subprocess, sys, tempfile
 out = tempfile.mkdtemp()
-subprocess.run([sys.executable, "-m", "shadowlab.cli", "gate", PAIRS, "--labels", LABELS,
-                "--reference", REF, "--primary-threshold", str(T1),
-                "--candidate-threshold", "calibrate", "--out", out + "/verdict.json"],
-               check=False, stdout=subprocess.DEVNULL)
+rc = subprocess.run([sys.executable, "-m", "shadowlab.cli", "gate", PAIRS, "--labels", LABELS,
+                     "--reference", REF, "--primary-threshold", str(T1),
+                     "--candidate-threshold", "calibrate", "--out", out + "/verdict.json"],
+                    check=False, stdout=subprocess.DEVNULL).returncode
+# 0 = PASS, 1 = FAIL/INCONCLUSIVE (a verdict was written); anything else is a broken run.
+assert rc in (0, 1) and os.path.exists(out + "/verdict.json"), f"gate exited {rc}"
 """,
     ),
     "shadowlab report": (
@@ -177,10 +183,11 @@ def _installed(module: str) -> bool:
 
 def _run_child(program: str, week: Path) -> Sample:
     """Run one program in a fresh interpreter and measure that child alone (wait4)."""
+    t1 = json.loads((week / "manifest.json").read_text())["primary_threshold"]
     prelude = (
         f"PAIRS = {str(week / 'pairs')!r}\nLABELS = {str(week / 'labels')!r}\n"
         f"REF = {str(week / 'reference.parquet')!r}\nWEEK = {str(week)!r}\n"
-        f"T1 = {PRIMARY_THRESHOLD!r}\n"
+        f"T1 = {float(t1)!r}\n"
     )
     err_path = week / ".bench-stderr"
     with open(err_path, "wb") as err:
@@ -197,6 +204,18 @@ def _run_child(program: str, week: Path) -> Sample:
     lines = err_path.read_text(errors="replace").strip().splitlines()
     note = "" if ok else (lines[-1][:120] if lines else f"exit {proc.returncode}")
     return Sample(wall, usage.ru_maxrss / 1024, ok, note)
+
+
+def _write_week(cache: Path, rows: int) -> Path:
+    """Generate (or reuse) the cached week in a child process; return its folder."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(HERE)!r}); from pathlib import Path; "
+        f"from weeks import write_week; print(write_week(Path({str(cache)!r}), {rows}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=True, stdout=subprocess.PIPE, text=True
+    )
+    return Path(done.stdout.strip().splitlines()[-1])
 
 
 def _fmt_rows(n: int) -> str:
@@ -218,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[int, dict[str, Sample | str]] = {}
     for rows in sizes:
         t0 = time.perf_counter()
-        week = write_week(cache, rows)
+        week = _write_week(cache, rows)
         print(
             f"# {_fmt_rows(rows)} pairs: week ready in {time.perf_counter() - t0:.1f} s ({week})",
             flush=True,
