@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 FINE_BINS: int = 1 << 16
-"""Bins of the fine histogram (pass 2)."""
+"""Bins of the fine histogram (first pass)."""
 
 DEFAULT_MAX_PULL_ROWS: int = 5_000_000
 """Default memory budget of the refinement pull, in rows (about 80 MB of float64 + bin ids)."""
