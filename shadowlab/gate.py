@@ -1039,8 +1039,8 @@ def _check_outputs(ctx: _Context) -> CheckResult:
         top2 = max(drift_v2, key=lambda r: r["psi"])
         v1_drift = max((r["psi"] for r in drift_v1), default=math.nan)
         v1_note += (
-            f"; drift through the week: v2 max PSI {top2['psi']:.3g} vs its first day "
-            f"({top2['window']}), v1 {v1_drift:.3g}"
+            f"; drift through the week: v2 max PSI {top2['psi']:.3g} against its first day "
+            f"(on {top2['window']}), v1 {v1_drift:.3g}"
         )
     paired_note = ""
     if paired:
@@ -1357,6 +1357,7 @@ def run_gate(
     primary_threshold: float | None = None,
     candidate_threshold: float | str | None = None,
     now: dt.datetime | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> GateVerdict:
     """Run every check of the policy on a shadow week and return the verdict.
 
@@ -1376,6 +1377,9 @@ def run_gate(
         Override the policy's ``[thresholds]`` (the command line's ``--*-threshold``).
     now : datetime, optional
         The ``created`` time (default: now, UTC); the only non-deterministic field.
+    progress : callable, optional
+        Called with each step's name as it starts (the counting pass, the threshold, then every
+        check), e.g. a :class:`shadowlab.progress.Progress` of ``len(CHECKS) + 2`` steps.
 
     Returns
     -------
@@ -1423,10 +1427,14 @@ def run_gate(
         primary_threshold=float(policy.thresholds.primary),
         seed=policy.seed,
     )
+    step = progress or (lambda name: None)
+    step("counting")
     ctx.counts = source.aggregate(_count_aggregation(segments, _label_ids(labels_frame)))
+    step("threshold")
     _choose_candidate_threshold(ctx)
     results, skipped = [], []
     for name in CHECKS:
+        step(name)
         if ctx.policy.check_policy(name).severity == "off":
             skipped.append(name)
             continue

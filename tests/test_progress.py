@@ -48,3 +48,16 @@ def test_more_steps_than_announced_stay_within_total() -> None:
 def test_total_must_be_positive() -> None:
     with pytest.raises(ValueError, match="'total' parameter of Progress must be an int >= 1"):
         Progress(0)
+
+
+def test_run_gate_reports_each_step() -> None:
+    import numpy as np
+    from conftest import make_pairs
+
+    from shadowlab.gate import CHECKS, run_gate
+
+    rng = np.random.default_rng(1)
+    p = rng.beta(1, 20, 2000)
+    steps: list[str] = []
+    run_gate(make_pairs(p, p), primary_threshold=0.1, progress=steps.append)
+    assert steps == ["counting", "threshold", *CHECKS]

@@ -113,14 +113,20 @@ def run(args: argparse.Namespace) -> int:
             "policy": args.policy,
         }
     )
-    verdict = run_gate(
-        scan_pairs(args.logs if len(args.logs) > 1 else args.logs[0]),
-        args.labels if len(args.labels) > 1 else args.labels[0],
-        reference=reference,
-        policy=policy,
-        primary_threshold=args.primary_threshold,
-        candidate_threshold=args.candidate_threshold,
-    )
+    from shadowlab.gate import CHECKS
+    from shadowlab.progress import Progress
+
+    # A bar on a terminal only (never with --json, whose stdout a machine reads).
+    with Progress(len(CHECKS) + 2, label="gate", enabled=False if args.json else None) as bar:
+        verdict = run_gate(
+            scan_pairs(args.logs if len(args.logs) > 1 else args.logs[0]),
+            args.labels if len(args.labels) > 1 else args.labels[0],
+            reference=reference,
+            policy=policy,
+            primary_threshold=args.primary_threshold,
+            candidate_threshold=args.candidate_threshold,
+            progress=bar,
+        )
     statement = make_statement(subjects, verdict.predicate())
     if key is None:
         envelope = unsigned_envelope(statement)
