@@ -112,7 +112,9 @@ def score_column(model: str) -> str:
         return PRIMARY_SCORE
     if model == CANDIDATE:
         return CANDIDATE_SCORE
-    raise ValueError(f"The 'model' parameter must be 'primary' or 'candidate'. Got {model!r} instead.")
+    raise ValueError(
+        f"The 'model' parameter must be 'primary' or 'candidate'. Got {model!r} instead."
+    )
 
 
 def _arrow(schema: dict[str, pl.DataType]) -> pa.Schema:

@@ -41,7 +41,9 @@ def make_pairs(
     frame = pl.DataFrame(
         {
             S.TS: pl.Series(ts, dtype=pl.Datetime("us", "UTC")),
-            S.REQUEST_ID: list(request_ids) if request_ids is not None else [f"r{i}" for i in range(n)],
+            S.REQUEST_ID: list(request_ids)
+            if request_ids is not None
+            else [f"r{i}" for i in range(n)],
             S.PRIMARY_MODEL: [primary_model] * n,
             S.CANDIDATE_MODEL: [candidate_model] * n,
             S.SERVED: list(served) if served is not None else [S.PRIMARY] * n,
@@ -79,7 +81,9 @@ def make_labels(
         {
             S.REQUEST_ID: list(request_ids),
             S.LABEL: list(labels),
-            S.LABEL_TS: [b + dt.timedelta(hours=float(d)) for b, d in zip(base, delays, strict=True)],
+            S.LABEL_TS: [
+                b + dt.timedelta(hours=float(d)) for b, d in zip(base, delays, strict=True)
+            ],
             S.SOURCE: sources,
         },
         schema=S.LABEL_SCHEMA,
