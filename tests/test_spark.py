@@ -492,3 +492,16 @@ def test_spark_session_without_java_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(engine.shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="needs Java 17"):
         spark_session("local[1]")
+
+
+def test_column_names_with_dots_are_names(spark):
+    frame = spark.createDataFrame(
+        [(1.0, "a"), (2.0, "b"), (3.0, "a")], "`geo.score` double, k string"
+    )
+    agg = Aggregation(
+        lambda lf: lf.group_by("k").agg(pl.col("geo.score").sum().alias("s")),
+        keys=("k",),
+        reduce={"s": "sum"},
+    )
+    got = SparkSource(frame).aggregate(agg)
+    assert got.to_dict(as_series=False) == {"k": ["a", "b"], "s": [4.0, 2.0]}

@@ -74,9 +74,9 @@ _BLOB_DDL = f"{_BLOB} binary"
 # Work done inside a Spark task (module-level so that cloudpickle ships it by reference).
 
 
-def _to_polars(batches: list[pa.RecordBatch]) -> pl.DataFrame:
-    """Arrow batches from Spark -> one polars frame, time-zone-aware columns in UTC."""
-    frame = pl.from_arrow(pa.Table.from_batches(batches))
+def _to_polars(batches: list[pa.RecordBatch], names: list[str]) -> pl.DataFrame:
+    """Arrow batches from Spark -> one polars frame with the real column ``names``, in UTC."""
+    frame = pl.from_arrow(pa.Table.from_batches(batches).rename_columns(names))
     assert isinstance(frame, pl.DataFrame)
     return _utc(frame)
 
@@ -90,7 +90,9 @@ def _utc(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(conv) if conv else frame
 
 
-def _chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pl.DataFrame]:
+def _chunks(
+    batches: Iterator[pa.RecordBatch], names: list[str], rows: int
+) -> Iterator[pl.DataFrame]:
     """Regroup a task's record batches into polars frames of about ``rows`` rows."""
     buffer: list[pa.RecordBatch] = []
     held = 0
@@ -100,10 +102,10 @@ def _chunks(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pl.DataFra
         buffer.append(batch)
         held += batch.num_rows
         if held >= rows:
-            yield _to_polars(buffer)
+            yield _to_polars(buffer, names)
             buffer, held = [], 0
     if buffer:
-        yield _to_polars(buffer)
+        yield _to_polars(buffer, names)
 
 
 def _blob(frame: pl.DataFrame) -> pa.RecordBatch:
@@ -118,10 +120,10 @@ def _unblob(blob: bytes | bytearray) -> pl.DataFrame:
 
 
 def _aggregate_task(
-    agg: Aggregation, rows: int
+    agg: Aggregation, names: list[str], rows: int
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        partials = [agg.build(chunk.lazy()).collect() for chunk in _chunks(batches, rows)]
+        partials = [agg.build(chunk.lazy()).collect() for chunk in _chunks(batches, names, rows)]
         if not partials:
             return
         partial = partials[0] if len(partials) == 1 else merge_partials(partials, agg)
@@ -131,10 +133,10 @@ def _aggregate_task(
 
 
 def _pull_task(
-    predicate: pl.Expr, columns: list[str], rows: int
+    predicate: pl.Expr, columns: list[str], names: list[str], rows: int
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for chunk in _chunks(batches, rows):
+        for chunk in _chunks(batches, names, rows):
             hit = chunk.lazy().filter(predicate).select(columns).collect()
             if hit.height:
                 yield _blob(hit)
@@ -216,8 +218,8 @@ class SparkSource:
         """Run ``agg.build`` in every task and merge the partials on the driver."""
         schema = self.collect_schema()
         columns = _read_columns(agg.build, schema)
-        task = _aggregate_task(agg, self.rows_per_chunk)
-        blobs = self.frame.select(*columns).mapInArrow(task, _BLOB_DDL).collect()
+        task = _aggregate_task(agg, columns, self.rows_per_chunk)
+        blobs = _select(self.frame, columns).mapInArrow(task, _BLOB_DDL).collect()
         partials = [_unblob(row[0]) for row in blobs]
         if not partials:
             # No rows at all: the summary of an empty frame, exactly as the polars engine does.
@@ -234,11 +236,25 @@ class SparkSource:
 
         read = _read_columns(query, schema)
         empty = query(pl.LazyFrame(schema=schema)).collect()  # also checks the column names
-        task = _pull_task(predicate, cols, self.rows_per_chunk)
-        blobs = self.frame.select(*read).mapInArrow(task, _BLOB_DDL).collect()
+        task = _pull_task(predicate, cols, read, self.rows_per_chunk)
+        blobs = _select(self.frame, read).mapInArrow(task, _BLOB_DDL).collect()
         if not blobs:
             return empty
         return pl.concat([_unblob(row[0]) for row in blobs], how="vertical_relaxed")
+
+
+def _select(frame: Any, columns: Sequence[str]) -> Any:
+    """``frame.select`` by exact names, renamed ``_0, _1, ...`` for the trip through Arrow.
+
+    A dot in a context column's name is not a struct path (hence the backticks), and
+    ``mapInArrow`` itself resolves its input columns by unquoted name, which fails on such names
+    (pyspark 4.3); the tasks restore the real names (:func:`_to_polars`).
+    """
+    from pyspark.sql import functions as F
+
+    return frame.select(
+        *[F.col("`" + c.replace("`", "``") + "`").alias(f"_{i}") for i, c in enumerate(columns)]
+    )
 
 
 class _DriverOnly:
