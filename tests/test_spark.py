@@ -505,3 +505,15 @@ def test_column_names_with_dots_are_names(spark):
     )
     got = SparkSource(frame).aggregate(agg)
     assert got.to_dict(as_series=False) == {"k": ["a", "b"], "s": [4.0, 2.0]}
+
+
+def test_read_pairs_keeps_a_dotted_context_column(spark, tmp_path):
+    frame = make_pairs([0.1, 0.7, 0.9], [0.2, 0.8, 0.4], **{"geo.country": ["de", "fr", "de"]})
+    frame.write_parquet(tmp_path / "part-0.parquet")
+    agg = Aggregation(
+        lambda lf: lf.group_by("geo.country").agg(pl.len().alias("n")),
+        keys=("geo.country",),
+        reduce={"n": "sum"},
+    )
+    got = SparkSource(read_pairs(spark, tmp_path)).aggregate(agg)
+    assert got.equals(PolarsSource(scan_pairs(tmp_path)).aggregate(agg))

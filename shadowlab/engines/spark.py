@@ -243,6 +243,13 @@ class SparkSource:
         return pl.concat([_unblob(row[0]) for row in blobs], how="vertical_relaxed")
 
 
+def _quoted(name: str) -> Any:
+    """A Spark column by its exact name (a dot in a context column's name is not a struct path)."""
+    from pyspark.sql import functions as F
+
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
 def _select(frame: Any, columns: Sequence[str]) -> Any:
     """``frame.select`` by exact names, renamed ``_0, _1, ...`` for the trip through Arrow.
 
@@ -250,11 +257,7 @@ def _select(frame: Any, columns: Sequence[str]) -> Any:
     ``mapInArrow`` itself resolves its input columns by unquoted name, which fails on such names
     (pyspark 4.3); the tasks restore the real names (:func:`_to_polars`).
     """
-    from pyspark.sql import functions as F
-
-    return frame.select(
-        *[F.col("`" + c.replace("`", "``") + "`").alias(f"_{i}") for i, c in enumerate(columns)]
-    )
+    return frame.select(*[_quoted(c).alias(f"_{i}") for i, c in enumerate(columns)])
 
 
 class _DriverOnly:
@@ -502,8 +505,9 @@ def read_pairs(spark: SparkSession, path: str | os.PathLike[str] | Sequence[Any]
     Notes
     -----
     Schema checks read the Parquet footers only. The id and model checks are one Spark job
-    over ``request_id``, ``primary_model`` and ``candidate_model`` (a distinct count, i.e. one
-    shuffle of the ids); at a billion rows that is the costliest part of reading, and it runs
+    over ``request_id``, ``primary_model`` and ``candidate_model`` (a distinct count of 64-bit
+    id hashes, i.e. one shuffle of 8 bytes per row; the exact count of the id strings runs only
+    when hashes repeat); at a billion rows that is the costliest part of reading, and it runs
     before any analysis so that a double-logged partition cannot double count pairs. Unlike
     ``scan_pairs`` there is no ``duplicates='keep-first'``: Spark has no file order to keep
     first by; deduplicate upstream.
@@ -515,12 +519,14 @@ def read_pairs(spark: SparkSession, path: str | os.PathLike[str] | Sequence[Any]
     frame, where = _load(spark, path, "Pair-log")
     frame = _nonfinite(_conform(frame, S.PAIR_SCHEMA, "Pair logs", where))
     order = list(S.PAIR_SCHEMA) + [c for c in frame.columns if c not in S.PAIR_SCHEMA]
-    frame = frame.select(*order)
+    frame = frame.select(*[_quoted(c) for c in order])
     rid = F.col(S.REQUEST_ID)
     row = frame.agg(
         F.count(F.lit(1)).alias("n"),
         F.count(rid).alias("ids"),
-        F.countDistinct(rid).alias("distinct"),
+        # As scan_pairs: distinct 64-bit hashes first (8-byte keys shuffle far cheaper than the
+        # id strings); all distinct proves no duplicates, and only otherwise the exact count runs.
+        F.countDistinct(F.when(rid.isNotNull(), F.xxhash64(rid))).alias("distinct"),
         F.collect_set(S.PRIMARY_MODEL).alias("primary"),
         F.collect_set(S.CANDIDATE_MODEL).alias("candidate"),
         F.count(
@@ -528,6 +534,8 @@ def read_pairs(spark: SparkSession, path: str | os.PathLike[str] | Sequence[Any]
         ).alias("null_models"),
     ).first()
     n, ids, distinct = int(row["n"]), int(row["ids"]), int(row["distinct"])
+    if distinct < ids:  # a hash collision or a real duplicate: count exactly
+        distinct = int(frame.agg(F.countDistinct(rid)).first()[0])
     if row["null_models"]:
         raise LogValidationError(
             f"Pair logs at {where}: {row['null_models']} rows have a null model id. Fix: every "
@@ -571,7 +579,7 @@ def read_labels(spark: SparkSession, path: str | os.PathLike[str] | Sequence[Any
     frame, where = _load(spark, path, "Label")
     frame = _conform(frame, S.LABEL_SCHEMA, "Labels", where)
     order = list(S.LABEL_SCHEMA) + [c for c in frame.columns if c not in S.LABEL_SCHEMA]
-    frame = frame.select(*order)
+    frame = frame.select(*[_quoted(c) for c in order])
     label = F.col(S.LABEL)
     row = frame.agg(
         F.count(F.when(F.col(S.REQUEST_ID).isNull(), 1)).alias("null_ids"),
