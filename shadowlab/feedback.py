@@ -61,7 +61,7 @@ import polars as pl
 from scipy import stats
 
 from shadowlab import schema as S
-from shadowlab.engine import Aggregation, as_source
+from shadowlab.engine import Aggregation, as_source, merge_partials
 
 __all__ = [
     "AuditPlan",
@@ -683,78 +683,172 @@ def _decode(summary: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _build_aggregation(per_request: pl.DataFrame, t1: float, t2: float) -> Aggregation:
-    label_table = per_request.drop(_FINAL_SRC, *[f"{s}_ts" for s in S.LABEL_SOURCES]).lazy()
+_US_PER_HOUR = 3_600_000_000
+
+
+def _hour_key(ts_dtype: Any) -> pl.Expr:
+    """Start of the request's hour in integer microseconds since the epoch (the group key).
+
+    For UTC (the schema's zone) and naive timestamps this is integer arithmetic on the
+    physical value, ``floor(epoch_us / 1 h) * 1 h``, equal to ``dt.truncate('1h')`` and
+    cheaper; other zones (whose offset need not be a whole hour) truncate in local time.
+    """
+    tz = getattr(ts_dtype, "time_zone", None)
+    if tz in (None, "UTC"):
+        return (pl.col(S.TS).dt.epoch("us") // _US_PER_HOUR) * _US_PER_HOUR
+    return pl.col(S.TS).dt.truncate("1h").dt.epoch("us")
+
+
+def _hour_from_key(ts_dtype: Any) -> pl.Expr:
+    """The hour key back in the dtype of ``ts`` (finish side, on the small summary)."""
+    hour = pl.from_epoch(pl.col(_HOUR), time_unit="us")
+    tz = getattr(ts_dtype, "time_zone", None)
+    if tz is not None:
+        hour = hour.dt.replace_time_zone("UTC").dt.convert_time_zone(tz)
+    unit = getattr(ts_dtype, "time_unit", None)
+    return hour.dt.cast_time_unit(unit) if unit and unit != "us" else hour
+
+
+def _flags(t1: float, t2: float) -> pl.Expr:
+    """Low bits of the cell code: v1 flags, v2 flags, audit drawn, served by the candidate."""
+    v1 = (pl.col(S.PRIMARY_SCORE) >= t1).fill_null(False)
+    v2 = (pl.col(S.CANDIDATE_SCORE) >= t2).fill_null(False)
+    return _encode(v1, v2, pl.col(S.AUDIT).fill_null(False))
+
+
+# The cell summary: one row per (code, hour); ``w``/``ww`` are the audit weights 1/audit_rate
+# and their squares (zero outside the audit slice).
+_CELL_REDUCE: dict[str, Any] = {
+    _N: "sum",
+    _W: "sum",
+    _WW: "sum",
+    "audit_without_rate": "sum",
+    "traffic_pct": "max",
+}
+_CELL_KEYS = (_CODE, _HOUR)
+# Pair columns of the refinement pull (labelled or audited requests).
+_PULL_COLUMNS = (
+    S.TS,
+    S.REQUEST_ID,
+    S.SERVED,
+    S.TRAFFIC_PCT,
+    S.PRIMARY_SCORE,
+    S.CANDIDATE_SCORE,
+    S.AUDIT,
+    S.AUDIT_RATE,
+)
+
+
+def _count_aggregation(t1: float, t2: float, ts_dtype: Any) -> Aggregation:
+    """Requests per ``(flags, hour)`` over the whole week: no join, five pair columns read.
+
+    The label bits of the cell code are added locally for the pulled labelled and audited
+    requests (:func:`_pulled_cells`); every other request has none and weight zero.
+    """
+    hour = _hour_key(ts_dtype)
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
-        rate = pl.col(S.AUDIT_RATE)
-        audit = pl.col(S.AUDIT).fill_null(False)
-        weight = pl.when(audit & (rate > 0)).then(1.0 / rate).otherwise(0.0)
-        v1 = (pl.col(S.PRIMARY_SCORE) >= t1).fill_null(False)
-        v2 = (pl.col(S.CANDIDATE_SCORE) >= t2).fill_null(False)
-        joined = (
-            lf.select(*_PAIR_COLUMNS)
-            .join(label_table, on=S.REQUEST_ID, how="left")
-            .with_columns(
-                _encode(v1, v2, audit).alias(_FLAGS),
-                pl.col(S.TS).dt.truncate("1h").alias(_HOUR),
-                weight.alias(_W),
+        return (
+            lf.select(
+                _flags(t1, t2).alias(_FLAGS),
+                hour.alias(_HOUR),
+                pl.col(S.TRAFFIC_PCT).cast(pl.Float64).alias("traffic_pct"),
             )
+            .group_by(_FLAGS, _HOUR)
+            .agg(pl.len().cast(pl.Int64).alias(_N), pl.col("traffic_pct").max())
         )
-        # One small-integer key instead of ten columns, and only plain sums/maxima of
-        # precomputed columns: the group-by is the hot loop and must stay streamable.
-        cells = (
-            joined.select(
-                (pl.col(_FLAGS) + _encode_labels()).alias(_CODE),
-                _HOUR,
-                _W,
-                (pl.col(_W) * pl.col(_W)).alias(_WW),
-                pl.col(_N_LABELS).fill_null(0).cast(pl.Int64),
-                pl.col(S.PRIMARY_SCORE).is_null().cast(pl.Int64).alias("primary_errors"),
-                pl.col(S.CANDIDATE_SCORE).is_null().cast(pl.Int64).alias("candidate_errors"),
-                (audit & ~(rate > 0).fill_null(False)).cast(pl.Int64).alias("audit_without_rate"),
-                pl.col(S.TRAFFIC_PCT).alias("traffic_pct"),
-                pl.when(rate > 0).then(rate).alias("max_audit_rate"),
-            )
-            .group_by(_CODE, _HOUR)
-            .agg(
-                pl.len().cast(pl.Int64).alias(_N),
-                *[
-                    pl.col(c).sum()
-                    for c in (
-                        _W,
-                        _WW,
-                        _N_LABELS,
-                        "primary_errors",
-                        "candidate_errors",
-                        "audit_without_rate",
-                    )
-                ],
-                pl.col("traffic_pct").max(),
-                pl.col("max_audit_rate").max(),
-            )
-        )
-        return cells
 
-    reduce = {
-        _N: "sum",
-        _W: "sum",
-        _WW: "sum",
-        _N_LABELS: "sum",
-        "primary_errors": "sum",
-        "candidate_errors": "sum",
-        "audit_without_rate": "sum",
-        "traffic_pct": "max",
-        "max_audit_rate": "max",
-    }
-    return Aggregation(build=build, keys=(_CODE, _HOUR), reduce=reduce)  # type: ignore[arg-type]
+    reduce: dict[str, Any] = {_N: "sum", "traffic_pct": "max"}
+    return Aggregation(build=build, keys=(_FLAGS, _HOUR), reduce=reduce)  # type: ignore[arg-type]
+
+
+def _pull_predicate(per_request: pl.DataFrame) -> pl.Expr:
+    """Rows the cells need one by one: a label, or drawn by the audit slice (weights)."""
+    audit = pl.col(S.AUDIT).fill_null(False)
+    if per_request.height == 0:
+        return audit
+    return audit | pl.col(S.REQUEST_ID).is_in(per_request[S.REQUEST_ID].implode())
+
+
+def _pulled_cells(
+    rows: pl.DataFrame, per_request: pl.DataFrame, t1: float, t2: float, ts_dtype: Any
+) -> pl.DataFrame:
+    """Full cells (label bits, weights) of the pulled rows: a left join with the per-request
+    label table and one group-by per ``(code, hour)``, local (a few percent of the week)."""
+    label_table = per_request.select(
+        S.REQUEST_ID, _FINAL, _DESIGN, *[_HAS[s] for s in S.LABEL_SOURCES]
+    )
+    rate = pl.col(S.AUDIT_RATE)
+    audit = pl.col(S.AUDIT).fill_null(False)
+    weight = pl.when(audit & (rate > 0)).then(1.0 / rate).otherwise(0.0)
+    return (
+        rows.lazy()
+        .join(label_table.lazy(), on=S.REQUEST_ID, how="left")
+        .with_columns(weight.alias(_W))
+        .select(
+            (_flags(t1, t2) + _encode_labels()).alias(_CODE),
+            _hour_key(ts_dtype).alias(_HOUR),
+            _W,
+            (pl.col(_W) * pl.col(_W)).alias(_WW),
+            (audit & ~(rate > 0).fill_null(False)).cast(pl.Int64).alias("audit_without_rate"),
+            pl.col(S.TRAFFIC_PCT).cast(pl.Float64).alias("traffic_pct"),
+        )
+        .group_by(*_CELL_KEYS)
+        .agg(
+            pl.len().cast(pl.Int64).alias(_N),
+            pl.col(_W).sum(),
+            pl.col(_WW).sum(),
+            pl.col("audit_without_rate").sum(),
+            pl.col("traffic_pct").max(),
+        )
+        .collect()
+    )
+
+
+def _cells(
+    totals: pl.DataFrame,
+    rows: pl.DataFrame,
+    pulled: pl.DataFrame,
+    t1: float,
+    t2: float,
+    ts_dtype: Any,
+) -> pl.DataFrame:
+    """The cell summary: pulled requests' cells plus, per ``(flags, hour)``, the rest of the
+    week (``totals`` minus the pulled count) with no label bits and zero weight.
+
+    Every pulled request is labelled or audited, so the rest is unaudited and unlabelled: its
+    cells hold exactly the requests they held when every pair was joined with the labels.
+    """
+    if totals.height == 0:
+        return pl.DataFrame()
+    pulled_counts = (
+        rows.lazy()
+        .group_by(_flags(t1, t2).alias(_FLAGS), _hour_key(ts_dtype).alias(_HOUR))
+        .agg(pl.len().cast(pl.Int64).alias("_pulled"))
+        .collect()
+    )
+    rest = (
+        totals.join(pulled_counts, on=[_FLAGS, _HOUR], how="left")
+        .select(
+            pl.col(_FLAGS).cast(pl.Int32).alias(_CODE),
+            pl.col(_HOUR),
+            (pl.col(_N) - pl.col("_pulled").fill_null(0)).alias(_N),
+            pl.lit(0.0).alias(_W),
+            pl.lit(0.0).alias(_WW),
+            pl.lit(0, dtype=pl.Int64).alias("audit_without_rate"),
+            pl.col("traffic_pct"),
+        )
+        .filter(pl.col(_N) > 0)
+    )
+    agg = Aggregation(build=lambda lf: lf, keys=_CELL_KEYS, reduce=_CELL_REDUCE)
+    return merge_partials([rest, pulled.select(rest.columns)], agg)
 
 
 def _delay_aggregation(per_request: pl.DataFrame) -> Aggregation:
     """Label delays (``label_ts - ts``) per source, as a histogram keyed by the three sources'
     bins jointly (labelled requests only: an inner join with the label table)."""
     arrivals = per_request.select(S.REQUEST_ID, *[f"{s}_ts" for s in S.LABEL_SOURCES]).lazy()
-    edges = _DELAY_EDGES_H[1:]
+    edge_series = pl.Series("edges", _DELAY_EDGES_H[1:], dtype=pl.Float64)
 
     def delay_us(s: str) -> pl.Expr:
         return (pl.col(f"{s}_ts") - pl.col(S.TS)).dt.total_microseconds()
@@ -763,7 +857,8 @@ def _delay_aggregation(per_request: pl.DataFrame) -> Aggregation:
         cols = []
         for s in S.LABEL_SOURCES:
             d = pl.col(f"d_{s}") / 3.6e9  # hours
-            idx = pl.sum_horizontal([(d >= e).cast(pl.Int32) for e in edges])
+            # number of edges <= d (a binary search, not one comparison per edge)
+            idx = pl.lit(edge_series).search_sorted(d, side="right")
             b = pl.when(d.is_null()).then(None).when(d < 0).then(-1).otherwise(idx)
             cols.append(b.cast(pl.Int32).alias(f"bin_{s}"))
         # Delays are summed in integer microseconds so that every partitioning (and Spark)
@@ -827,14 +922,15 @@ def _composition_aggregation(
         v1 = (pl.col(S.PRIMARY_SCORE) >= t1).fill_null(False)
         v2 = (pl.col(S.CANDIDATE_SCORE) >= t2).fill_null(False)
         audit = pl.col(S.AUDIT).fill_null(False)
+        # Filter first: only the review set's rows have their bins and segments computed.
         return (
-            lf.select(
+            lf.filter(v1 | v2 | audit)
+            .select(
                 (_encode(v1, v2, audit) % 8).alias(_CODE),
                 bins(S.PRIMARY).alias("f_0"),
                 bins(S.CANDIDATE).alias("f_1"),
                 *[pl.col(c).cast(pl.String).alias(f"f_{i + 2}") for i, c in enumerate(segments)],
             )
-            .filter(pl.col(_CODE) > 0)
             .unpivot(index=_CODE, variable_name="feature", value_name=_BIN)
             .group_by(_CODE, "feature", _BIN)
             .agg(pl.len().cast(pl.Int64).alias(_N))
@@ -1484,13 +1580,23 @@ def feedback_diagnostics(
     counts.update(label_counts)
 
     t1, t2 = float(primary_threshold), float(candidate_threshold)
-    # Three streaming passes, each one group-by (a shared multi-output plan would buffer the
-    # joined week): cells (pairs ⟕ labels), label delays (pairs ⋈ labels, labelled rows only),
-    # review-set composition (pairs only).
-    cells_summary = source.aggregate(_build_aggregation(per_request, t1, t2))
-    delay_summary = (
-        source.aggregate(_delay_aggregation(per_request)) if per_request.height else pl.DataFrame()
-    )
+    ts_dtype = schema[S.TS]
+    # Labels are a few percent of the week: rather than joining every pair with them, one
+    # pass counts requests per (flags, hour) with no join, one pull fetches the labelled and
+    # audited requests (the only ones whose cells carry label bits or weights), and the cells
+    # and label delays of those are finished locally. A third pass counts the review-set
+    # composition (no labels needed).
+    totals = source.aggregate(_count_aggregation(t1, t2, ts_dtype))
+    rows = source.pull(_pull_predicate(per_request), _PULL_COLUMNS)
+    pulled = _pulled_cells(rows, per_request, t1, t2, ts_dtype)
+    cells_summary = _cells(totals, rows, pulled, t1, t2, ts_dtype)
+    if cells_summary.height:
+        cells_summary = cells_summary.with_columns(_hour_from_key(ts_dtype).alias(_HOUR))
+    delay_summary = pl.DataFrame()
+    if per_request.height and rows.height:
+        delay_agg = _delay_aggregation(per_request)
+        delay_summary = merge_partials([delay_agg.build(rows.lazy()).collect()], delay_agg)
+    del rows
     comp_summary = source.aggregate(_composition_aggregation(t1, t2, segs, score_bins))
     summary = pl.concat(
         [
