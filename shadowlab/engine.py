@@ -51,11 +51,20 @@ class Aggregation:
         Group columns of the partial summary.
     reduce : mapping of str to {'sum', 'min', 'max'}
         How each non-key column merges across partials.
+    prepare, fold : callable, optional
+        An optional fast path, used together: ``prepare`` (``LazyFrame -> LazyFrame``, row-wise
+        expressions only) and ``fold`` (iterable of ``DataFrame`` chunks of the prepared frame
+        -> partial summary). ``fold(chunks of prepare(lf))`` must return the same partial as
+        ``build(lf)`` (same columns and rows, any row order; float sums up to rounding). It lets
+        an engine that streams batches fold them with numpy (e.g. ``np.bincount``) instead of a
+        hash group-by. Engines that do not know it run ``build``; both give the same summary.
     """
 
     build: Callable[[pl.LazyFrame], pl.LazyFrame]
     keys: tuple[str, ...] = ()
     reduce: Mapping[str, Reduce] = field(default_factory=dict)
+    prepare: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None
+    fold: Callable[[Iterable[pl.DataFrame]], pl.DataFrame] | None = None
 
 
 def merge_partials(partials: Iterable[pl.DataFrame], agg: Aggregation) -> pl.DataFrame:
@@ -101,6 +110,11 @@ class PolarsSource:
     engine: str = "polars"
 
     def aggregate(self, agg: Aggregation) -> pl.DataFrame:
+        if agg.prepare is not None and agg.fold is not None:
+            chunks = agg.prepare(self.frame).collect_batches(
+                engine="streaming", maintain_order=False
+            )
+            return merge_partials([agg.fold(chunks)], agg)
         partial = agg.build(self.frame).collect(engine="streaming")
         return merge_partials([partial], agg)
 

@@ -678,6 +678,7 @@ def test_ks_zoom_pass_finishes_exactly(monkeypatch, rng):
     import shadowlab.drift as drift
 
     monkeypatch.setattr(drift, "ZOOM_ROWS", 0)
+    monkeypatch.setattr(drift, "ZOOM_SHARE", 0.0)
     calls = []
     real = drift._zoom_pass
     monkeypatch.setattr(drift, "_zoom_pass", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -698,3 +699,52 @@ def test_ks_zoom_pass_finishes_exactly(monkeypatch, rng):
     monkeypatch.setattr(drift, "ZOOM_ROWS", 10**9)
     coarse = ks_2samp(a, b, max_pull_rows=0)
     assert binned.statistic_error_bound <= coarse.statistic_error_bound
+
+
+def test_numpy_fold_equals_the_polars_group_by(rng):
+    # The histogram pass folds Arrow chunks with np.bincount / np.minimum.at (the Aggregation's
+    # prepare/fold fast path); it must give the summary the polars group-by (`build`, the one
+    # Spark runs) gives: same bins, counts, minima, maxima; offset sums up to rounding.
+    import shadowlab.drift as drift
+    from shadowlab.engine import merge_partials
+
+    n = 300_000
+    a = rng.beta(0.3, 5, n)
+    a[rng.integers(0, n, 500)] = np.nan
+    a[:4] = [-0.5, 1.0, 2.0, np.inf]  # below, at the top edge of and above the [0, 1] grid
+    b = np.round(rng.beta(2, 5, n), 3)  # ties: constant bins
+    frame = pl.DataFrame({"a": a, "b": b}).with_columns(
+        pl.when(pl.int_range(pl.len()) % 977 == 0).then(None).otherwise(pl.col("b")).alias("b")
+    )
+    inp = drift._Input(drift.PolarsSource(frame.lazy()), ["a", "b"])
+    for grid in (drift._Grid(0.0, 1.0), drift._Grid(-0.5, 2.0)):
+        for with_sum in (False, True):
+            fast = drift._hist_pass(inp, grid, with_sum)
+            slow_inp = drift._Input(inp.source, inp.columns, [("g", pl.lit(0))])
+            slow = drift._hist_pass(slow_inp, grid, with_sum).drop("g")
+            assert fast.columns == slow.columns
+            assert fast.height == slow.height > 1000
+            real = pl.col("bin") != drift.MISSING_BIN
+            for c in ("sample", "bin", "n"):
+                assert fast[c].to_list() == slow[c].to_list()
+            for c in ("mn", "mx"):
+                assert fast.filter(real)[c].to_list() == slow.filter(real)[c].to_list()
+            if with_sum:
+                np.testing.assert_allclose(
+                    fast.filter(real)["s"].to_numpy(),
+                    slow.filter(real)["s"].to_numpy(),
+                    rtol=1e-9,
+                    atol=1e-12,
+                )
+    # and the fold is what PolarsSource runs when the aggregation offers it
+    prepare, fold = drift._hist_fold(["a"], drift._Grid(0.0, 1.0), False)
+    chunks = [c for c in prepare(frame.lazy()).collect_batches()]
+    merged = merge_partials(
+        [fold(chunks[: len(chunks) // 2]), fold(chunks[len(chunks) // 2 :])],
+        drift.Aggregation(lambda lf: lf, ("sample", "bin"), {"n": "sum", "mn": "min", "mx": "max"}),
+    )
+    whole = merge_partials(
+        [fold(chunks)],
+        drift.Aggregation(lambda lf: lf, ("sample", "bin"), {"n": "sum", "mn": "min", "mx": "max"}),
+    )
+    assert merged.equals(whole)
