@@ -770,21 +770,20 @@ def _pull_predicate(per_request: pl.DataFrame) -> pl.Expr:
     return audit | pl.col(S.REQUEST_ID).is_in(per_request[S.REQUEST_ID].implode())
 
 
-def _pulled_cells(
+def _pulled_summaries(
     rows: pl.DataFrame, per_request: pl.DataFrame, t1: float, t2: float, ts_dtype: Any
-) -> pl.DataFrame:
-    """Full cells (label bits, weights) of the pulled rows: a left join with the per-request
-    label table and one group-by per ``(code, hour)``, local (a few percent of the week)."""
-    label_table = per_request.select(
-        S.REQUEST_ID, _FINAL, _DESIGN, *[_HAS[s] for s in S.LABEL_SOURCES]
-    )
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Cells (label bits, weights) and label-delay histogram of the pulled rows (every labelled
+    or audited request): one local left join with the per-request label table feeding two
+    group-bys (a few percent of the week)."""
     rate = pl.col(S.AUDIT_RATE)
     audit = pl.col(S.AUDIT).fill_null(False)
     weight = pl.when(audit & (rate > 0)).then(1.0 / rate).otherwise(0.0)
-    return (
-        rows.lazy()
-        .join(label_table.lazy(), on=S.REQUEST_ID, how="left")
-        .with_columns(weight.alias(_W))
+    joined = rows.lazy().join(
+        per_request.drop(_FINAL_SRC, _N_LABELS).lazy(), on=S.REQUEST_ID, how="left"
+    )
+    cells = (
+        joined.with_columns(weight.alias(_W))
         .select(
             (_flags(t1, t2) + _encode_labels()).alias(_CODE),
             _hour_key(ts_dtype).alias(_HOUR),
@@ -801,8 +800,9 @@ def _pulled_cells(
             pl.col("audit_without_rate").sum(),
             pl.col("traffic_pct").max(),
         )
-        .collect()
     )
+    cells_df, delays_df = pl.collect_all([cells, _delay_summary(joined)])
+    return cells_df, delays_df
 
 
 def _cells(
@@ -844,43 +844,37 @@ def _cells(
     return merge_partials([rest, pulled.select(rest.columns)], agg)
 
 
-def _delay_aggregation(per_request: pl.DataFrame) -> Aggregation:
+def _delay_summary(joined: pl.LazyFrame) -> pl.LazyFrame:
     """Label delays (``label_ts - ts``) per source, as a histogram keyed by the three sources'
-    bins jointly (labelled requests only: an inner join with the label table)."""
-    arrivals = per_request.select(S.REQUEST_ID, *[f"{s}_ts" for s in S.LABEL_SOURCES]).lazy()
+    bins jointly; ``joined`` holds the pulled requests with their first arrival per source
+    (null where the request has no label of that source)."""
     edge_series = pl.Series("edges", _DELAY_EDGES_H[1:], dtype=pl.Float64)
 
     def delay_us(s: str) -> pl.Expr:
         return (pl.col(f"{s}_ts") - pl.col(S.TS)).dt.total_microseconds()
 
-    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
-        cols = []
-        for s in S.LABEL_SOURCES:
-            d = pl.col(f"d_{s}") / 3.6e9  # hours
-            # number of edges <= d (a binary search, not one comparison per edge)
-            idx = pl.lit(edge_series).search_sorted(d, side="right")
-            b = pl.when(d.is_null()).then(None).when(d < 0).then(-1).otherwise(idx)
-            cols.append(b.cast(pl.Int32).alias(f"bin_{s}"))
-        # Delays are summed in integer microseconds so that every partitioning (and Spark)
-        # gives the same mean, bit for bit.
-        return (
-            lf.select(S.REQUEST_ID, S.TS)
-            .join(arrivals, on=S.REQUEST_ID, how="inner")
-            .select(*[delay_us(s).alias(f"d_{s}") for s in S.LABEL_SOURCES])
-            .with_columns(cols)
-            .group_by(*[f"bin_{s}" for s in S.LABEL_SOURCES])
-            .agg(
-                pl.len().cast(pl.Int64).alias(_N),
-                *[pl.col(f"d_{s}").sum().alias(f"sum_{s}") for s in S.LABEL_SOURCES],
-                *[pl.col(f"d_{s}").max().alias(f"max_{s}") for s in S.LABEL_SOURCES],
-            )
+    cols = []
+    for s in S.LABEL_SOURCES:
+        d = pl.col(f"d_{s}") / 3.6e9  # hours
+        # number of edges <= d (a binary search, not one comparison per edge)
+        idx = pl.lit(edge_series).search_sorted(d, side="right")
+        b = pl.when(d.is_null()).then(None).when(d < 0).then(-1).otherwise(idx)
+        cols.append(b.cast(pl.Int32).alias(f"bin_{s}"))
+    keys = [f"bin_{s}" for s in S.LABEL_SOURCES]
+    # Delays are summed in integer microseconds: the same mean, bit for bit, however the rows
+    # are split.
+    return (
+        joined.filter(pl.col(_FINAL).is_not_null())
+        .select(*[delay_us(s).alias(f"d_{s}") for s in S.LABEL_SOURCES])
+        .with_columns(cols)
+        .group_by(*keys)
+        .agg(
+            pl.len().cast(pl.Int64).alias(_N),
+            *[pl.col(f"d_{s}").sum().alias(f"sum_{s}") for s in S.LABEL_SOURCES],
+            *[pl.col(f"d_{s}").max().alias(f"max_{s}") for s in S.LABEL_SOURCES],
         )
-
-    reduce: dict[str, str] = {_N: "sum"}
-    reduce.update({f"sum_{s}": "sum" for s in S.LABEL_SOURCES})
-    reduce.update({f"max_{s}": "max" for s in S.LABEL_SOURCES})
-    keys = tuple(f"bin_{s}" for s in S.LABEL_SOURCES)
-    return Aggregation(build=build, keys=keys, reduce=reduce)  # type: ignore[arg-type]
+        .sort(keys)
+    )
 
 
 def _delay_parts(joint: pl.DataFrame) -> pl.DataFrame:
@@ -1588,14 +1582,12 @@ def feedback_diagnostics(
     # composition (no labels needed).
     totals = source.aggregate(_count_aggregation(t1, t2, ts_dtype))
     rows = source.pull(_pull_predicate(per_request), _PULL_COLUMNS)
-    pulled = _pulled_cells(rows, per_request, t1, t2, ts_dtype)
+    pulled, delay_summary = _pulled_summaries(rows, per_request, t1, t2, ts_dtype)
     cells_summary = _cells(totals, rows, pulled, t1, t2, ts_dtype)
     if cells_summary.height:
         cells_summary = cells_summary.with_columns(_hour_from_key(ts_dtype).alias(_HOUR))
-    delay_summary = pl.DataFrame()
-    if per_request.height and rows.height:
-        delay_agg = _delay_aggregation(per_request)
-        delay_summary = merge_partials([delay_agg.build(rows.lazy()).collect()], delay_agg)
+    if delay_summary.height == 0:
+        delay_summary = pl.DataFrame()
     del rows
     comp_summary = source.aggregate(_composition_aggregation(t1, t2, segs, score_bins))
     summary = pl.concat(
