@@ -231,7 +231,7 @@ class _Grid:
             .otherwise(inner)
         )
 
-    def covering(self, x: pl.Expr, bins: set[int], max_ranges: int = 4) -> pl.Expr:
+    def covering(self, x: pl.Expr, bins: set[int], max_ranges: int = 16) -> pl.Expr:
         """A cheap predicate true for every value in ``bins`` (possibly a superset).
 
         A few runs of adjacent bins become value intervals widened by 1/1000 of a bin (the floor
@@ -342,11 +342,14 @@ def _hist_fold(
         for i, c in enumerate(columns):
             x = pl.col(c).cast(pl.Float64)
             exprs.append(
-                pl.when(_valid(x))
-                .then(grid.bin(x))
-                .otherwise(pl.lit(MISSING_BIN, pl.Int32))
-                .fill_null(MISSING_BIN)
-                .alias(f"__b{i}")
+                (
+                    pl.when(_valid(x))
+                    .then(grid.bin(x))
+                    .otherwise(pl.lit(MISSING_BIN, pl.Int32))
+                    .fill_null(MISSING_BIN)
+                    .cast(pl.Int64)
+                    + shift
+                ).alias(f"__b{i}")
             )
             exprs.append(x.alias(f"__x{i}"))
         return lf.select(exprs)
@@ -358,7 +361,7 @@ def _hist_fold(
         sums = [np.zeros(size) for _ in columns]
         for chunk in chunks:
             for i in range(len(columns)):
-                k = chunk[f"__b{i}"].to_numpy().astype(np.intp) + shift
+                k = chunk[f"__b{i}"].to_numpy()  # bin id + shift, int64: no copy
                 x = chunk[f"__x{i}"].to_numpy()
                 counts = np.bincount(k, minlength=size)
                 n[i] += counts
@@ -620,15 +623,17 @@ class _Run:
                             .sort("cell", "x")
                         )
                         cb, cx = cp["cell"].to_numpy(), cp["x"].to_numpy()
-                        for k in cwanted[s]:
-                            lo, hi = np.searchsorted(cb, k, "left"), np.searchsorted(cb, k, "right")
+                        ks = np.fromiter(cwanted[s], np.int64, len(cwanted[s]))
+                        los, his = np.searchsorted(cb, ks, "left"), np.searchsorted(cb, ks, "right")
+                        for k, lo, hi in zip(ks.tolist(), los.tolist(), his.tolist(), strict=True):
                             self.cell_values[(s, k)] = cx[lo:hi]
                     if s not in wanted:
                         continue
                     b = part["bin"].to_numpy()
                     x = part["x"].to_numpy()
-                    for k in wanted[s]:
-                        lo, hi = np.searchsorted(b, k, "left"), np.searchsorted(b, k, "right")
+                    ks = np.fromiter(wanted[s], np.int64, len(wanted[s]))
+                    los, his = np.searchsorted(b, ks, "left"), np.searchsorted(b, ks, "right")
+                    for k, lo, hi in zip(ks.tolist(), los.tolist(), his.tolist(), strict=True):
                         self.values[(s, k)] = x[lo:hi]
         self.passes += int(pulled)
 
