@@ -359,6 +359,7 @@ def _hist_fold(
         mn = [np.full(size, np.inf) for _ in columns]
         mx = [np.full(size, -np.inf) for _ in columns]
         sums = [np.zeros(size) for _ in columns]
+        lefts = grid.left_np(np.arange(size) - shift)  # left edge of each slot's bin
         for chunk in chunks:
             for i in range(len(columns)):
                 k = chunk[f"__b{i}"].to_numpy()  # bin id + shift, int64: no copy
@@ -370,7 +371,7 @@ def _hist_fold(
                 np.minimum.at(mn[i], k, x)
                 np.maximum.at(mx[i], k, x)
                 if with_sum:
-                    sums[i] += np.bincount(k, weights=x - grid.left_np(k - shift), minlength=size)
+                    sums[i] += np.bincount(k, weights=x - lefts[k], minlength=size)
         parts = []
         for i, c in enumerate(columns):
             keep = np.flatnonzero(n[i])
@@ -602,11 +603,12 @@ class _Run:
             if inp.groups:
                 rows = rows.with_columns(e.alias(g) for g, e in inp.groups)
             for c in per_col:
+                x = pl.col("x")
                 sub = (
                     rows.select(*gnames, pl.col(c).alias("x"))
-                    .filter(_valid(pl.col("x")))
-                    .with_columns(self.grid.bin(pl.col("x")).alias("bin"))
-                    .sort([*gnames, "bin", "x"])
+                    .filter(_valid(x) & self.grid.covering(x, per_col[c]))  # rows this column needs
+                    .sort([*gnames, "x"])  # bin ids are monotone in x: sorted by bin too
+                    .with_columns(self.grid.bin(x).alias("bin"))
                 )
                 if gnames:
                     groups = sub.partition_by(gnames, as_dict=True, maintain_order=True)
