@@ -729,3 +729,44 @@ def test_spark_engine_gives_the_same_report() -> None:
         spark.stop()
     on_polars = feedback_diagnostics(SAMPLE / "pairs", SAMPLE / "labels", t1, t1)
     assert on_spark.to_dict() == on_polars.to_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# The cell summary without a join of the whole week
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("unit", ["us", "ns", "ms"])
+@pytest.mark.parametrize("tz", [None, "UTC", "Asia/Kolkata", "America/New_York"])
+def test_integer_hour_key_equals_truncate(unit: str, tz: str | None) -> None:
+    from shadowlab.feedback import _hour_from_key, _hour_key
+
+    rng = np.random.default_rng(0)
+    # before and after 1970 (floor, not truncation toward zero), in every unit and zone
+    us = rng.integers(-4 * 10**15, 4 * 10**15, 500)
+    ts = pl.Series(S.TS, us).cast(pl.Datetime("us")).dt.cast_time_unit(unit)  # type: ignore[arg-type]
+    if tz:
+        ts = ts.dt.replace_time_zone("UTC").dt.convert_time_zone(tz)
+    frame = ts.to_frame()
+    want = frame.select(pl.col(S.TS).dt.truncate("1h").alias("hour"))
+    got = frame.select(_hour_key(ts.dtype).alias("hour")).select(
+        _hour_from_key(ts.dtype).alias("hour")
+    )
+    assert got.schema == want.schema
+    assert got.equals(want)
+
+
+class _LeakyPullSource(_SplitSource):
+    """Pulls every labelled/audited row plus a third of the others, as 64-bit hash collisions
+    of request ids would (in the extreme)."""
+
+    def pull(self, predicate, columns):
+        extra = pl.int_range(pl.len()) % 3 == 0
+        return self.frame.filter(predicate | extra).select(columns)
+
+
+def test_extra_pulled_rows_do_not_change_the_report() -> None:
+    pairs, labels, _, _ = simulate_selective(20_000, 12)
+    exact = feedback_diagnostics(_SplitSource(pairs), labels, 0.5, 0.5).to_dict()
+    leaky = feedback_diagnostics(_LeakyPullSource(pairs), labels, 0.5, 0.5).to_dict()
+    assert leaky == exact
