@@ -128,6 +128,14 @@ def _bin(column: str, bins: int = 4096) -> pl.Expr:
     return (pl.col(column) * bins).floor().cast(pl.Int32).clip(0, bins - 1).alias("bin")
 
 
+def _fold_histogram(chunks) -> pl.DataFrame:
+    counts = np.zeros(4096, dtype=np.int64)
+    for chunk in chunks:
+        counts += np.bincount(chunk["bin"].drop_nulls().to_numpy(), minlength=4096)
+    nonzero = np.flatnonzero(counts)
+    return pl.DataFrame({"bin": nonzero.astype(np.int32), "n": counts[nonzero]})
+
+
 AGGREGATIONS = {
     "counts by key": Aggregation(
         lambda lf: lf.group_by(S.SERVED, "country", _day()).agg(
@@ -145,6 +153,18 @@ AGGREGATIONS = {
         ),
         keys=("day", "bin"),
         reduce={"n": "sum"},
+    ),
+    "prepare/fold fast path": Aggregation(
+        lambda lf: (
+            lf.select(_bin(S.PRIMARY_SCORE))
+            .drop_nulls()
+            .group_by("bin")
+            .agg(pl.len().cast(pl.Int64).alias("n"))
+        ),
+        keys=("bin",),
+        reduce={"n": "sum"},
+        prepare=lambda lf: lf.select(_bin(S.PRIMARY_SCORE)),
+        fold=_fold_histogram,
     ),
     "hourly trigger counts": Aggregation(
         lambda lf: lf.group_by(pl.col(S.TS).dt.truncate("1h").alias("hour")).agg(

@@ -14,7 +14,8 @@ How a pass runs
 2. *Summary in each task.* ``DataFrame.mapInArrow`` hands each task its Arrow record batches;
    the task buffers them into polars frames of at most ``rows_per_chunk`` rows, runs
    ``agg.build`` on each chunk and merges the chunk partials with
-   :func:`~shadowlab.engine.merge_partials`. The task's partial leaves as **one Arrow IPC blob**
+   :func:`~shadowlab.engine.merge_partials` (or, for an aggregation with the optional
+   ``prepare``/``fold`` fast path, folds the prepared chunks, as the polars engine does). The task's partial leaves as **one Arrow IPC blob**
    in a single ``binary`` column.
 3. *Merge on the driver.* The blobs are collected (one per non-empty task: a summary's size,
    never the rows) and merged with the same :func:`~shadowlab.engine.merge_partials`.
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import difflib
 import io
+import itertools
 import os
 import shutil
 import sys
@@ -58,7 +60,7 @@ import polars as pl
 import pyarrow as pa
 
 from shadowlab import schema as S
-from shadowlab.engine import Aggregation, merge_partials
+from shadowlab.engine import Aggregation, PolarsSource, merge_partials
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -122,8 +124,20 @@ def _unblob(blob: bytes | bytearray) -> pl.DataFrame:
 def _aggregate_task(
     agg: Aggregation, names: list[str], rows: int
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    prepare, fold = agg.prepare, agg.fold
+
     def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        partials = [agg.build(chunk.lazy()).collect() for chunk in _chunks(batches, names, rows)]
+        chunks = _chunks(batches, names, rows)
+        if prepare is not None and fold is not None:
+            # The contract's fast path, as the polars engine takes it: row-wise ``prepare`` per
+            # chunk, one ``fold`` over the task's chunks.
+            first = next(chunks, None)
+            if first is None:
+                return
+            prepared = (prepare(c.lazy()).collect() for c in itertools.chain([first], chunks))
+            yield _blob(fold(prepared))
+            return
+        partials = [agg.build(chunk.lazy()).collect() for chunk in chunks]
         if not partials:
             return
         partial = partials[0] if len(partials) == 1 else merge_partials(partials, agg)
@@ -215,15 +229,21 @@ class SparkSource:
         return _polars_schema(self.frame.schema)
 
     def aggregate(self, agg: Aggregation) -> pl.DataFrame:
-        """Run ``agg.build`` in every task and merge the partials on the driver."""
+        """Run the summary in every task and merge the partials on the driver.
+
+        A task runs ``agg.build`` on each chunk and merges the chunk partials, or, when the
+        aggregation has the ``prepare``/``fold`` fast path, folds its prepared chunks, exactly as
+        :class:`~shadowlab.engine.PolarsSource` does on one machine.
+        """
         schema = self.collect_schema()
-        columns = _read_columns(agg.build, schema)
+        fast = agg.prepare is not None and agg.fold is not None
+        columns = _read_columns(agg.prepare if fast else agg.build, schema)  # type: ignore[arg-type]
         task = _aggregate_task(agg, columns, self.rows_per_chunk)
         blobs = _select(self.frame, columns).mapInArrow(task, _BLOB_DDL).collect()
         partials = [_unblob(row[0]) for row in blobs]
         if not partials:
-            # No rows at all: the summary of an empty frame, exactly as the polars engine does.
-            partials = [agg.build(pl.LazyFrame(schema=schema)).collect()]
+            # No rows at all: the summary of an empty frame, exactly as the polars engine gives it.
+            return PolarsSource(pl.LazyFrame(schema=schema)).aggregate(agg)
         return merge_partials(partials, agg)
 
     def pull(self, predicate: pl.Expr, columns: Sequence[str]) -> pl.DataFrame:
