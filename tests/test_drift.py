@@ -711,7 +711,11 @@ def test_numpy_fold_equals_the_polars_group_by(rng):
     n = 300_000
     a = rng.beta(0.3, 5, n)
     a[rng.integers(0, n, 500)] = np.nan
-    a[:4] = [-0.5, 1.0, 2.0, np.inf]  # below, at the top edge of and above the [0, 1] grid
+    # below, at and around the edges of the [0, 1] and [-0.5, 2] grids, infinities, -0.0
+    edges = [-0.5, 1.0, 2.0, np.inf, -np.inf, 0.0, -0.0, np.nextafter(1.0, 0.0)]
+    edges += [np.nextafter(1.0, 2.0), np.nextafter(0.0, -1.0), np.nextafter(-0.5, -1.0)]
+    edges += [np.nextafter(2.0, 0.0), np.nextafter(2.0, 3.0), 0.5, 1 / 3]
+    a[: len(edges)] = edges
     b = np.round(rng.beta(2, 5, n), 3)  # ties: constant bins
     frame = pl.DataFrame({"a": a, "b": b}).with_columns(
         pl.when(pl.int_range(pl.len()) % 977 == 0).then(None).otherwise(pl.col("b")).alias("b")
@@ -748,3 +752,30 @@ def test_numpy_fold_equals_the_polars_group_by(rng):
         drift.Aggregation(lambda lf: lf, ("sample", "bin"), {"n": "sum", "mn": "min", "mx": "max"}),
     )
     assert merged.equals(whole)
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 1.0), (-0.5, 2.0), (0.25, 0.25 + 1e-9), (3.0, 3.0)])
+def test_numpy_bin_ids_equal_the_polars_expression(lo, hi, rng):
+    # _Grid.bin_np (the fold's bin ids) must be _Grid.bin (the polars summary's) id for id.
+    from shadowlab.drift import MISSING_BIN, _Grid
+
+    grid = _Grid(lo, hi)
+    x = np.concatenate(
+        [
+            rng.uniform(lo - 1, hi + 1, 5000),
+            np.linspace(lo, hi, 2001),
+            [lo, hi, np.nextafter(lo, -np.inf), np.nextafter(hi, np.inf), np.nan, -0.0],
+            [np.nextafter(lo, np.inf), np.nextafter(hi, -np.inf), 1e300, -1e300],
+        ]
+    )
+    col = pl.col("x")
+    expected = (
+        pl.DataFrame({"x": x})
+        .select(
+            pl.when(col.is_not_nan()).then(grid.bin(col)).otherwise(pl.lit(MISSING_BIN, pl.Int32))
+        )
+        .to_series()
+        .to_numpy()
+    )
+    np.testing.assert_array_equal(grid.bin_np(x), expected)
+    np.testing.assert_array_equal(grid.bin_np(x, 2), expected + 2)
