@@ -338,6 +338,9 @@ def test_read_pairs_rejects_duplicate_ids_and_changing_models(spark, tmp_path):
     dup.write_parquet(tmp_path / "a" / "part-0.parquet", mkdir=True)
     with pytest.raises(LogValidationError, match="1 duplicate rows out of 2"):
         read_pairs(spark, tmp_path / "a")
+    assert read_pairs(spark, tmp_path / "a", check_ids=False).count() == 2
+    with pytest.raises(ValueError, match="The 'check_ids' parameter of read_pairs must be a bool"):
+        read_pairs(spark, tmp_path / "a", check_ids="no")
     make_pairs([0.1], [0.2], request_ids=["x"]).write_parquet(
         tmp_path / "b" / "p0.parquet", mkdir=True
     )

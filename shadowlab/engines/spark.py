@@ -492,7 +492,9 @@ def _load(spark: SparkSession, path: Any, what: str) -> tuple[Any, str]:
     return frame, where
 
 
-def read_pairs(spark: SparkSession, path: str | os.PathLike[str] | Sequence[Any]) -> DataFrame:
+def read_pairs(
+    spark: SparkSession, path: str | os.PathLike[str] | Sequence[Any], *, check_ids: bool = True
+) -> DataFrame:
     """Read pair logs (``pairs/date=YYYY-MM-DD/part-*.parquet``) as a Spark DataFrame.
 
     The Spark counterpart of :func:`shadowlab.logs.scan_pairs`: the same columns, types and
@@ -505,6 +507,10 @@ def read_pairs(spark: SparkSession, path: str | os.PathLike[str] | Sequence[Any]
     path : str, path-like or list of them
         The ``pairs`` directory, searched recursively for ``*.parquet`` (any URI Spark reads:
         local, ``s3a://``, ``abfss://``, ``dbfs:/``), or a list of directories or files.
+    check_ids : bool, default True
+        Check for null and duplicate ``request_id`` values (one distinct-count job, see Notes).
+        ``False`` skips only that check (the model-id checks still run, without the shuffle),
+        for lakes whose writer already guarantees one row per request.
 
     Returns
     -------
@@ -540,13 +546,18 @@ def read_pairs(spark: SparkSession, path: str | os.PathLike[str] | Sequence[Any]
     frame = _nonfinite(_conform(frame, S.PAIR_SCHEMA, "Pair logs", where))
     order = list(S.PAIR_SCHEMA) + [c for c in frame.columns if c not in S.PAIR_SCHEMA]
     frame = frame.select(*[_quoted(c) for c in order])
+    if not isinstance(check_ids, bool):
+        raise ValueError(
+            f"The 'check_ids' parameter of read_pairs must be a bool. Got {check_ids!r} instead."
+        )
     rid = F.col(S.REQUEST_ID)
+    # As scan_pairs: distinct 64-bit hashes first (8-byte keys shuffle far cheaper than the id
+    # strings); all distinct proves no duplicates, and only otherwise the exact count runs.
+    hashed = F.when(rid.isNotNull(), F.xxhash64(rid))
     row = frame.agg(
         F.count(F.lit(1)).alias("n"),
         F.count(rid).alias("ids"),
-        # As scan_pairs: distinct 64-bit hashes first (8-byte keys shuffle far cheaper than the
-        # id strings); all distinct proves no duplicates, and only otherwise the exact count runs.
-        F.countDistinct(F.when(rid.isNotNull(), F.xxhash64(rid))).alias("distinct"),
+        (F.countDistinct(hashed) if check_ids else F.count(rid)).alias("distinct"),
         F.collect_set(S.PRIMARY_MODEL).alias("primary"),
         F.collect_set(S.CANDIDATE_MODEL).alias("candidate"),
         F.count(
@@ -569,7 +580,7 @@ def read_pairs(spark: SparkSession, path: str | os.PathLike[str] | Sequence[Any]
                 f"{column + '_model'!r} holds {values[:5]}. One shadow comparison is one model "
                 "pair. Fix: read each model pair's files separately."
             )
-    if ids < n:
+    if check_ids and ids < n:
         raise LogValidationError(
             f"Pair-log column {S.REQUEST_ID!r} has {n - ids} null values out of {n} rows (at "
             f"{where}). Every request needs an id to join labels. Fix: repair the logger or "
