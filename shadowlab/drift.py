@@ -351,8 +351,8 @@ def _hist_fold(
     (counts, offset sums) and ``np.minimum.at`` / ``np.maximum.at`` (per-bin range) on dense
     arrays of ``grid.bins + 3`` slots: O(rows), no hashing, memory independent of the rows.
     Counts, minima and maxima equal the polars group-by's exactly; offset sums up to rounding.
-    At 50 M pairs this pass takes about 3 s of CPU against about 9 s for the group-by
-    (count/min/max per bin, one per column).
+    At 50 M pairs (two columns) this pass takes about 2.8 s of CPU against 7.1 s for the
+    group-by (count/min/max per bin, one per column).
     """
     size = grid.bins + 3  # bin ids MISSING_BIN (-2) .. grid.bins, shifted by 2
     shift = -MISSING_BIN
