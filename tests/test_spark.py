@@ -540,3 +540,29 @@ def test_read_pairs_keeps_a_dotted_context_column(spark, tmp_path):
     )
     got = SparkSource(read_pairs(spark, tmp_path)).aggregate(agg)
     assert got.equals(PolarsSource(scan_pairs(tmp_path)).aggregate(agg))
+
+
+def test_gate_cli_engine_spark_gives_the_polars_predicate(spark, week, tmp_path):
+    # As CI would call it: same files, --engine spark vs the default engine.
+    import base64
+    import json
+
+    from shadowlab.cli import main
+
+    def predicate(engine: str) -> tuple[list, dict]:
+        out = tmp_path / f"verdict-{engine}.json"
+        args = [
+            "gate", str(week / "pairs"), "--labels", str(week / "labels" / "l.parquet"),
+            "--primary-threshold", "0.5", "--candidate-threshold", "calibrate",
+            "--out", str(out), "--engine", engine,
+        ]  # fmt: skip
+        assert main(args) in (0, 1)
+        statement = json.loads(base64.b64decode(json.loads(out.read_text())["payload"]))
+        statement["predicate"].pop("created")
+        return statement["subject"], statement["predicate"]
+
+    want_subjects, want = predicate("polars")
+    got_subjects, got = predicate("spark")
+    assert got_subjects == want_subjects  # the same input files, hashed
+    _assert_same(got, want, rtol=1e-12)
+    assert got["verdict"] == want["verdict"]
