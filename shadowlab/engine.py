@@ -14,7 +14,9 @@ summary locates the critical bins and :meth:`Source.pull` fetches only the rows 
 exact local finish.
 
 On one machine :class:`PolarsSource` runs the summary over the whole lazy frame in one streaming
-pass and merges that single partial with the same :func:`merge_partials`; the Spark engine
+pass (or, when the aggregation offers the optional ``prepare``/``fold`` fast path, folds the
+streamed chunks with it, e.g. with ``np.bincount``) and merges that single partial with the same
+:func:`merge_partials`; the Spark engine
 (``shadowlab.engines.spark``) runs the same summary inside each task over Arrow batches and merges
 the partials on the driver. One implementation of each statistic, two engines.
 """

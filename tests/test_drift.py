@@ -779,3 +779,24 @@ def test_numpy_bin_ids_equal_the_polars_expression(lo, hi, rng):
     )
     np.testing.assert_array_equal(grid.bin_np(x), expected)
     np.testing.assert_array_equal(grid.bin_np(x, 2), expected + 2)
+
+
+def test_polars_source_runs_the_fold_when_an_aggregation_offers_one():
+    # engine.Aggregation(prepare=, fold=) is an optional fast path: PolarsSource folds the
+    # prepared chunks instead of running build (which Spark still runs per partition).
+    from shadowlab.engine import Aggregation, PolarsSource
+
+    def build(lf):
+        raise AssertionError("build must not run when a fold is given")
+
+    def fold(chunks):
+        total = sum(int(c["v"].sum()) for c in chunks)
+        return pl.DataFrame({"k": [1], "v": [total]})
+
+    frame = pl.LazyFrame({"v": list(range(1, 100_001)), "w": [0] * 100_000})
+    agg = Aggregation(build, ("k",), {"v": "sum"}, lambda lf: lf.select("v"), fold)
+    assert PolarsSource(frame).aggregate(agg).to_dicts() == [{"k": 1, "v": 5_000_050_000}]
+    plain = Aggregation(
+        lambda lf: lf.group_by(pl.lit(1).alias("k")).agg(pl.col("v").sum()), ("k",), {"v": "sum"}
+    )
+    assert PolarsSource(frame).aggregate(plain).to_dicts() == [{"k": 1, "v": 5_000_050_000}]
