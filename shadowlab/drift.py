@@ -2464,21 +2464,30 @@ def _paired_pass(
         hs = [run.hist(_Sample(pidx, c, g)) for g in gkeys]
         maps[c] = _rank_cell_map([h for h in hs if h.total], RANK_CELLS)
     grid = run.grid
-
-    def cell(c: str) -> pl.Expr:
-        old, new = maps[c]
-        return grid.bin(pl.col(c)).replace_strict(old, new, default=0, return_dtype=pl.Int32)
+    # Fine bin -> rank cell as a join to a small lookup table: a ``replace_strict`` with ~65 k
+    # entries costs ~2.7x the memory and ~1.6x the CPU per row in the streaming engine.
+    lookups = {
+        c: pl.LazyFrame(
+            {f"__bin_{c}": maps[c][0], f"__cell_{c}": maps[c][1]},
+            schema={f"__bin_{c}": pl.Int32, f"__cell_{c}": pl.Int32},
+        )
+        for c in (S.PRIMARY_SCORE, S.CANDIDATE_SCORE)
+    }
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
         lf = lf.with_columns(e.alias(g) for g, e in inp.groups)
         both = _valid(pl.col(S.PRIMARY_SCORE)) & _valid(pl.col(S.CANDIDATE_SCORE))
-        return (
-            lf.filter(both)
-            .group_by(
-                *gnames, cell(S.PRIMARY_SCORE).alias("cp"), cell(S.CANDIDATE_SCORE).alias("cc")
-            )
-            .agg(pl.len().cast(pl.Int64).alias("n"))
+        binned = lf.filter(both).select(
+            *gnames,
+            *(grid.bin(pl.col(c)).alias(f"__bin_{c}") for c in lookups),
         )
+        for c, lookup in lookups.items():
+            binned = binned.join(lookup, on=f"__bin_{c}", how="left")
+        return binned.group_by(
+            *gnames,
+            pl.col(f"__cell_{S.PRIMARY_SCORE}").fill_null(0).alias("cp"),
+            pl.col(f"__cell_{S.CANDIDATE_SCORE}").fill_null(0).alias("cc"),
+        ).agg(pl.len().cast(pl.Int64).alias("n"))
 
     frame = inp.source.aggregate(Aggregation(build, (*gnames, "cp", "cc"), {"n": "sum"}))
     run.passes += 1
