@@ -932,6 +932,28 @@ def _ks_iv(alternative: str, method: str, func: str = "ks_2samp") -> str:
     return alternative
 
 
+def _two_samples(
+    func: str,
+    reference: Any,
+    current: Any,
+    data: Any,
+    max_pull_rows: int | None,
+    *,
+    with_sum: bool = False,
+) -> tuple[_Run, _Sample, _Sample]:
+    """Register both inputs of a two-sample statistic, run the measuring (fine-histogram) pass
+    and require both samples non-empty. Only the reference may be a :class:`ScoreSketch`."""
+    run = _Run(func, max_pull_rows)
+    s1 = run.add(reference, "reference", data)
+    s2 = run.add(current, "current", data)
+    if s2.src < 0:
+        raise ValueError(f"Input current of {func} cannot be a ScoreSketch; pass the scores.")
+    run.measure(with_sum=with_sum)
+    run.require_nonempty(s1, "reference")
+    run.require_nonempty(s2, "current")
+    return run, s1, s2
+
+
 def ks_2samp(
     reference: Any,
     current: Any,
@@ -998,14 +1020,7 @@ def ks_2samp(
     alternative = _ks_iv(alternative, method)
     if max_pull_rows is not None:
         _check_int("max_pull_rows", func, max_pull_rows, 0)
-    run = _Run(func, max_pull_rows)
-    s1 = run.add(reference, "reference", data)
-    s2 = run.add(current, "current", data)
-    if s2.src < 0:
-        raise ValueError("Input current of ks_2samp cannot be a ScoreSketch; pass the scores.")
-    run.measure()
-    run.require_nonempty(s1, "reference")
-    run.require_nonempty(s2, "current")
+    run, s1, s2 = _two_samples(func, reference, current, data, max_pull_rows)
     return _ks_compute(run, s1, s2, alternative, method)
 
 
@@ -1682,14 +1697,7 @@ def psi(
     """
     func = "psi"
     bins, binning = _psi_iv(bins, binning, eps, func)
-    run = _Run(func, None)
-    s1 = run.add(reference, "reference", data)
-    s2 = run.add(current, "current", data)
-    if s2.src < 0:
-        raise ValueError("Input current of psi cannot be a ScoreSketch; pass the scores.")
-    run.measure()
-    run.require_nonempty(s1, "reference")
-    run.require_nonempty(s2, "current")
+    run, s1, s2 = _two_samples(func, reference, current, data, None)
     mode, needs, state = _psi_plan(run, s1, s2, bins, binning)
     run.pull(needs)
     return _psi_finish(run, s1, s2, mode, state, bins, binning, eps)
@@ -2559,14 +2567,7 @@ def compare_distributions(
     alternative = _ks_iv(alternative, method, func)
     bins, binning = _psi_iv(bins, binning, eps, func)
     qs = _check_quantiles(quantiles, func)
-    run = _Run(func, None)
-    s1 = run.add(reference, "reference", data)
-    s2 = run.add(current, "current", data)
-    if s2.src < 0:
-        raise ValueError(f"Input current of {func} cannot be a ScoreSketch; pass the scores.")
-    run.measure(with_sum=wasserstein)
-    run.require_nonempty(s1, "reference")
-    run.require_nonempty(s2, "current")
+    run, s1, s2 = _two_samples(func, reference, current, data, None, with_sum=wasserstein)
     h1, h2 = run.hist(s1), run.hist(s2)
     mode, pneeds, state = _psi_plan(run, s1, s2, bins, binning)
     base = _merge_needs(pneeds, {s2: _quantile_needs(h2, qs)})

@@ -730,17 +730,8 @@ _CELL_REDUCE: dict[str, Any] = {
     "traffic_pct": "max",
 }
 _CELL_KEYS = (_CODE, _HOUR)
-# Pair columns of the refinement pull (labelled or audited requests).
-_PULL_COLUMNS = (
-    S.TS,
-    S.REQUEST_ID,
-    S.SERVED,
-    S.TRAFFIC_PCT,
-    S.PRIMARY_SCORE,
-    S.CANDIDATE_SCORE,
-    S.AUDIT,
-    S.AUDIT_RATE,
-)
+# Pair columns of the refinement pull (labelled or audited requests): every required column.
+_PULL_COLUMNS = _PAIR_COLUMNS
 
 
 def _count_aggregation(t1: float, t2: float, ts_dtype: Any) -> Aggregation:
