@@ -40,7 +40,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from shadowlab import schema as S
 from shadowlab.engine import Aggregation, as_source
-from shadowlab.thresholds import _json_safe, wilson_interval
+from shadowlab.thresholds import _result_to_dict, wilson_interval
 
 __all__ = [
     "SELECTIVE_LABELS_WARNING",
@@ -168,13 +168,7 @@ class OperatingPointMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: tables as lists of rows, non-finite floats as ``None``."""
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if isinstance(value, pl.DataFrame):
-                value = value.to_dicts()
-            out[name] = _json_safe(value)
-        return out
+        return _result_to_dict(self)
 
 
 # -- reliability and ECE -------------------------------------------------------------------------

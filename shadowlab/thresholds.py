@@ -186,13 +186,18 @@ class ThresholdCalibration:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict: tables as lists of rows, non-finite floats as ``None``."""
-        out: dict[str, Any] = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if isinstance(value, pl.DataFrame):
-                value = value.to_dicts()
-            out[name] = _json_safe(value)
-        return out
+        return _result_to_dict(self)
+
+
+def _result_to_dict(result: Any) -> dict[str, Any]:
+    """A frozen result dataclass as a JSON-safe dict (polars tables as lists of rows)."""
+    out: dict[str, Any] = {}
+    for name in result.__dataclass_fields__:
+        value = getattr(result, name)
+        if isinstance(value, pl.DataFrame):
+            value = value.to_dicts()
+        out[name] = _json_safe(value)
+    return out
 
 
 def _json_safe(value: Any) -> Any:
