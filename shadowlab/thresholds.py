@@ -31,7 +31,6 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from shadowlab import schema as S
 from shadowlab.engine import Aggregation, Source, as_source
@@ -228,7 +227,7 @@ def wilson_interval(count: int, n: int, confidence: float = 0.95) -> tuple[float
     """
     if n <= 0:
         return (math.nan, math.nan)
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = _norm_ppf(0.5 + confidence / 2)
     p = count / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -244,9 +243,36 @@ def _order_statistic_ranks(n: int, q: float, confidence: float) -> tuple[int, in
     ``l < 1`` or ``u > n`` mean that side is unbounded at this sample size.
     """
     alpha = 1 - confidence
-    lo = int(stats.binom.ppf(alpha / 2, n, q))
-    hi = int(stats.binom.ppf(1 - alpha / 2, n, q)) + 1
+    lo = int(_binom_ppf(alpha / 2, n, q))
+    hi = int(_binom_ppf(1 - alpha / 2, n, q)) + 1
     return lo, hi
+
+
+# scipy.stats costs ~0.6 s to import (all its distributions); the two functions used here are
+# scipy.special ufuncs (~0.25 s), the very ones scipy.stats evaluates, so the values are the same.
+
+
+def _norm_ppf(p: float) -> float:
+    """``scipy.stats.norm.ppf(p)``: that method is ``scipy.special.ndtri`` (times 1, plus 0)."""
+    from scipy.special import ndtri
+
+    return float(ndtri(p))
+
+
+def _binom_ppf(p: float, n: int, q: float) -> float:
+    """``scipy.stats.binom.ppf(p, n, q)`` for ``0 < p < 1``.
+
+    For ``0 < p < 1`` and valid ``(n, q)`` scipy's ``binom.ppf`` returns its ``_ppf``, the
+    ``scipy.special`` ufunc ``_binom_ppf`` (Boost's quantile, rounded up to an integer). That
+    ufunc is private, so an older or newer scipy without it falls back to ``scipy.stats``.
+    """
+    try:
+        from scipy.special._ufuncs import _binom_ppf as ppf
+    except ImportError:  # pragma: no cover - depends on the scipy version
+        from scipy import stats
+
+        return float(stats.binom.ppf(p, n, q))
+    return float(ppf(p, n, q))
 
 
 # -- the exact order-statistic machinery ---------------------------------------------------------
