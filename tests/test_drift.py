@@ -7,6 +7,7 @@ scipy.stats.spearmanr/kendalltau, Evidently 0.7.23's own PSI and KS tests).
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import json
 import math
@@ -21,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hst
 from scipy.spatial.distance import jensenshannon
 
+import shadowlab.drift as drift
 from shadowlab import schema as S
 from shadowlab.drift import (
     DegenerateInputWarning,
@@ -701,7 +703,33 @@ def test_ks_zoom_pass_finishes_exactly(monkeypatch, rng):
     assert binned.statistic_error_bound <= coarse.statistic_error_bound
 
 
-def test_numpy_fold_equals_the_polars_group_by(rng):
+def _build_only(monkeypatch, func, *args):
+    # the same pass with the numpy fast path switched off: the polars build Spark runs
+    with monkeypatch.context() as m:
+        m.setattr(drift, "_hist_fold", lambda *a, **k: (None, None))
+        m.setattr(drift, "_paired_fold", lambda *a, **k: (None, None))
+        return func(*args)
+
+
+def _assert_same_summary(fast, slow, with_sum):
+    assert fast.columns == slow.columns
+    assert fast.height == slow.height > 1000
+    real = pl.col("bin") != drift.MISSING_BIN
+    keys = [c for c in fast.columns if c not in ("n", "s", "mn", "mx")]
+    for c in [*keys, "n"]:
+        assert fast[c].to_list() == slow[c].to_list(), c
+    for c in ("mn", "mx"):
+        assert fast.filter(real)[c].to_list() == slow.filter(real)[c].to_list()
+    if with_sum:
+        np.testing.assert_allclose(
+            fast.filter(real)["s"].to_numpy(),
+            slow.filter(real)["s"].to_numpy(),
+            rtol=1e-9,
+            atol=1e-12,
+        )
+
+
+def test_numpy_fold_equals_the_polars_group_by(rng, monkeypatch):
     # The histogram pass folds Arrow chunks with np.bincount / np.minimum.at (the Aggregation's
     # prepare/fold fast path); it must give the summary the polars group-by (`build`, the one
     # Spark runs) gives: same bins, counts, minima, maxima; offset sums up to rounding.
@@ -724,22 +752,8 @@ def test_numpy_fold_equals_the_polars_group_by(rng):
     for grid in (drift._Grid(0.0, 1.0), drift._Grid(-0.5, 2.0)):
         for with_sum in (False, True):
             fast = drift._hist_pass(inp, grid, with_sum)
-            slow_inp = drift._Input(inp.source, inp.columns, [("g", pl.lit(0))])
-            slow = drift._hist_pass(slow_inp, grid, with_sum).drop("g")
-            assert fast.columns == slow.columns
-            assert fast.height == slow.height > 1000
-            real = pl.col("bin") != drift.MISSING_BIN
-            for c in ("sample", "bin", "n"):
-                assert fast[c].to_list() == slow[c].to_list()
-            for c in ("mn", "mx"):
-                assert fast.filter(real)[c].to_list() == slow.filter(real)[c].to_list()
-            if with_sum:
-                np.testing.assert_allclose(
-                    fast.filter(real)["s"].to_numpy(),
-                    slow.filter(real)["s"].to_numpy(),
-                    rtol=1e-9,
-                    atol=1e-12,
-                )
+            slow = _build_only(monkeypatch, drift._hist_pass, inp, grid, with_sum)
+            _assert_same_summary(fast, slow, with_sum)
     # and the fold is what PolarsSource runs when the aggregation offers it
     prepare, fold = drift._hist_fold(["a"], drift._Grid(0.0, 1.0), False)
     chunks = [c for c in prepare(frame.lazy()).collect_batches()]
@@ -752,6 +766,46 @@ def test_numpy_fold_equals_the_polars_group_by(rng):
         drift.Aggregation(lambda lf: lf, ("sample", "bin"), {"n": "sum", "mn": "min", "mx": "max"}),
     )
     assert merged.equals(whole)
+
+
+@pytest.mark.parametrize("dense_groups", [64, 2])
+def test_grouped_numpy_fold_equals_the_polars_group_by(rng, monkeypatch, dense_groups):
+    # By window and segment (as compare_scores runs it) the fold splits each chunk by group;
+    # beyond MAX_DENSE_GROUPS groups it keeps sparse summaries and merges them. Either way the
+    # summary is the polars group-by's: per group, same bins, counts, minima and maxima.
+    n = 200_000
+    a = rng.beta(0.3, 5, n)
+    a[rng.integers(0, n, 300)] = np.nan
+    b = np.round(rng.beta(2, 5, n), 3)
+    start = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+    ts = start + pl.Series(rng.integers(0, 5 * 86_400, n) * 1_000_000).cast(pl.Duration("us"))
+    frame = pl.DataFrame({"a": a, "b": b, "ts": ts, "seg": rng.choice(["x", "y", None], n)})
+    frame = frame.sort("ts")  # day-ordered like a written week; chunks still straddle days
+    groups = [("window", pl.col("ts").dt.truncate("1d")), ("seg", pl.col("seg"))]
+    inp = drift._Input(drift.PolarsSource(frame.lazy()), ["a", "b"], groups, ["ts", "seg"])
+    monkeypatch.setattr(drift, "MAX_DENSE_GROUPS", dense_groups)
+    for with_sum in (False, True):
+        fast = drift._hist_pass(inp, drift._Grid(0.0, 1.0), with_sum)
+        slow = _build_only(monkeypatch, drift._hist_pass, inp, drift._Grid(0.0, 1.0), with_sum)
+        assert fast.select("window", "seg").n_unique() == 15
+        _assert_same_summary(fast, slow, with_sum)
+
+
+def test_paired_numpy_fold_equals_the_polars_joins(rng, monkeypatch):
+    # compare_scores' paired cross-tab (Spearman, discordant share) folds bin ids through a
+    # lookup array; the polars build (two joins and a group-by) must give the same table.
+    n = 120_000
+    p = rng.beta(0.5, 5, n)
+    c = np.clip(p + rng.normal(0, 0.05, n), 0, 1)
+    p[rng.integers(0, n, 200)] = np.nan
+    start = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+    ts = start + pl.Series(rng.integers(0, 3 * 86_400, n) * 1_000_000).cast(pl.Duration("us"))
+    frame = pl.DataFrame({S.TS: ts, S.PRIMARY_SCORE: p, S.CANDIDATE_SCORE: c})
+    fast = compare_scores(frame, every="1d").table
+    slow = _build_only(monkeypatch, compare_scores, frame).table
+    paired = pl.col("comparison") == "candidate_vs_primary"
+    assert fast.filter(paired).height == 3
+    assert fast.drop("wasserstein_error_bound").equals(slow.drop("wasserstein_error_bound"))
 
 
 @pytest.mark.parametrize("lo, hi", [(0.0, 1.0), (-0.5, 2.0), (0.25, 0.25 + 1e-9), (3.0, 3.0)])
