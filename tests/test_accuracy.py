@@ -321,3 +321,38 @@ def test_compressed_bootstrap_matches_row_bootstrap(rng, monkeypatch, inclusive)
     assert fast["estimate"].to_list() == exact["estimate"].to_list()
     width = lambda f: (f["ci_high"] - f["ci_low"]).to_numpy()  # noqa: E731
     np.testing.assert_allclose(width(fast), width(exact), rtol=0.25, atol=0.004)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_one_sort_ap_auc_equal_sklearn_bit_for_bit(rng, weighted):
+    # ties (rounded scores), varying weights, and slices ranked by restricting one order
+    for n in (2, 3, 50, 4000):
+        s = np.round(rng.beta(0.5, 3, n), 3)
+        y = (rng.uniform(size=n) < s).astype(float)
+        y[:2] = (0.0, 1.0)
+        w = rng.choice([1.0, 2.5, 10.0, 1 / 0.03], n) if weighted else None
+        order = A._descending_order(s)
+        assert np.array_equal(order, np.argsort(-s, kind="stable"))
+        ap, auc = A._ap_auc(y, s, w, order)
+        assert ap == average_precision_score(y, s, sample_weight=w)
+        assert auc == roc_auc_score(y, s, sample_weight=w)
+        keep = rng.uniform(size=n) < 0.4
+        keep[:2] = True
+        sub = A._restrict_order(order, keep)
+        assert np.array_equal(sub, A._descending_order(s[keep]))
+        ws = None if w is None else w[keep]
+        ap, auc = A._ap_auc(y[keep], s[keep], ws, sub)
+        assert ap == average_precision_score(y[keep], s[keep], sample_weight=ws)
+        assert auc == roc_auc_score(y[keep], s[keep], sample_weight=ws)
+
+
+def test_ranking_metrics_fall_back_to_sklearn_on_unusual_input(rng):
+    s = rng.uniform(size=200)
+    y = (rng.uniform(size=200) < s).astype(float)
+    w = rng.uniform(size=200)
+    w[:5] = 0.0  # sklearn drops zero-weight rows
+    got = A._ranking_metrics(y, s, w, None)
+    assert got == (
+        average_precision_score(y, s, sample_weight=w),
+        roc_auc_score(y, s, sample_weight=w),
+    )
