@@ -341,6 +341,25 @@ def _hist_pass(inp: _Input, grid: _Grid, with_sum: bool) -> pl.DataFrame:
     return inp.source.aggregate(Aggregation(build, keys, reduce, prepare, fold))
 
 
+def _split_groups(
+    chunk: pl.DataFrame, gnames: Sequence[str]
+) -> dict[tuple[Any, ...], pl.DataFrame]:
+    """``chunk`` split by the values of ``gnames``.
+
+    Chunks of a day-partitioned week usually hold one window; that case is checked with a
+    min/max per key column instead of a hash partition (~5 ms per 100 k-row chunk).
+    """
+    if not gnames:
+        return {(): chunk}
+    cols = [chunk[g] for g in gnames]
+    ordered = all(
+        c.dtype.is_numeric() or c.dtype.is_temporal() or c.dtype == pl.String for c in cols
+    )
+    if ordered and all(c.null_count() == 0 and c.min() == c.max() for c in cols):
+        return {tuple(c[0] for c in cols): chunk}  # (key columns kept: unread, dropping costs)
+    return chunk.partition_by(list(gnames), as_dict=True, include_key=False)
+
+
 def _with_keys(
     frame: pl.DataFrame, key: tuple[Any, ...], schema: Mapping[str, Any]
 ) -> pl.DataFrame:
@@ -450,13 +469,9 @@ def _hist_fold(
         for chunk in chunks:
             if chunk.height == 0:
                 continue
-            if gnames:
-                if not gschema:
-                    gschema = {g: chunk.schema[g] for g in gnames}
-                parts = chunk.partition_by(gnames, as_dict=True, include_key=False)
-            else:
-                parts = {(): chunk}
-            for key, part in parts.items():
+            if gnames and not gschema:
+                gschema = {g: chunk.schema[g] for g in gnames}
+            for key, part in _split_groups(chunk, gnames).items():
                 accs = dense.get(key)
                 spill = accs is None and len(dense) >= MAX_DENSE_GROUPS
                 if accs is None:
@@ -956,25 +971,34 @@ def _ks_finish(
     """(d, location, sign, error_bound, exact) from the plan and the pulled values."""
     n1, n2 = plan.n1, plan.n2
     if exact:
-        pts_x, pts_g, pts_a = [], [], []
+        # The candidate bins' values are disjoint increasing runs: merge them all at once; each
+        # ECDF at a point is the count before its bin plus a searchsorted into the merged runs.
         idx = np.flatnonzero(plan.cand_plus | plan.cand_minus)
-        for j in idx:
+        vals1, vals2, firsts = [], [], []
+        for j in idx.tolist():
             k = plan.bins[j]
             v1 = run.value(s1, k) if plan.c1[j] else np.zeros(0)
             v2 = run.value(s2, k) if plan.c2[j] else np.zeros(0)
             if v1 is None or v2 is None:
                 exact = False
                 break
-            u = _sorted_union(v1, v2)
-            f1 = plan.before1[j] + np.searchsorted(v1, u, side="right")
-            f2 = plan.before2[j] + np.searchsorted(v2, u, side="right")
-            pts_x.append(u)
-            pts_g.append(f1 / n1 - f2 / n2)
-            pts_a.append(np.isin(u, v1))
+            vals1.append(v1)
+            vals2.append(v2)
+            # each bin's smallest value starts its run of points
+            firsts.append(min(v1[0] if len(v1) else math.inf, v2[0] if len(v2) else math.inf))
     if exact:
-        x = np.concatenate(pts_x) if pts_x else np.zeros(0)
-        g = np.concatenate(pts_g) if pts_g else np.zeros(0)
-        a = np.concatenate(pts_a) if pts_a else np.zeros(0, bool)
+        a1 = np.concatenate(vals1) if vals1 else np.zeros(0)
+        a2 = np.concatenate(vals2) if vals2 else np.zeros(0)
+        len1 = np.fromiter((len(v) for v in vals1), np.int64, len(vals1))
+        len2 = np.fromiter((len(v) for v in vals2), np.int64, len(vals2))
+        off1, off2 = np.cumsum(len1) - len1, np.cumsum(len2) - len2
+        x = _sorted_union(a1, a2)
+        jj = np.searchsorted(np.asarray(firsts), x, side="right") - 1  # each point's bin
+        c1 = plan.before1[idx][jj] - off1[jj] + np.searchsorted(a1, x, side="right")
+        c2 = plan.before2[idx][jj] - off2[jj] + np.searchsorted(a2, x, side="right")
+        g = c1 / n1 - c2 / n2
+        pos = np.minimum(np.searchsorted(a1, x, side="left"), max(len(a1) - 1, 0))
+        a = (a1[pos] == x) if len(a1) else np.zeros(len(x), bool)
 
         def pick(mask: np.ndarray) -> float:
             # scipy takes argmax over concat(sorted(data1), sorted(data2)): the smallest value of
@@ -983,13 +1007,13 @@ def _ks_finish(
             return float(x[in1].min()) if in1.any() else float(x[mask].min())
 
         if plan.plus and len(g):
-            gp = np.where(_point_mask(plan, pts_x, "plus"), g, -np.inf)
+            gp = np.where(plan.cand_plus[idx][jj], g, -np.inf)
             max_s = float(gp.max())
             loc_max = pick(gp == max_s)
         else:
             max_s, loc_max = -np.inf, math.nan
         if plan.minus and len(g):
-            gm = np.where(_point_mask(plan, pts_x, "minus"), g, np.inf)
+            gm = np.where(plan.cand_minus[idx][jj], g, np.inf)
             min_raw = float(gm.min())
             min_s = float(np.clip(-min_raw, 0, 1))
             loc_min = pick(gm == min_raw)
@@ -1008,13 +1032,6 @@ def _ks_finish(
         return min_s, float(plan.mx[jm]), -1, max(bound, 0.0), False
     bound = max(up, um if alternative == "two-sided" else 0.0) - max_s
     return max_s, float(plan.mx[jp]), 1, max(bound, 0.0), False
-
-
-def _point_mask(plan: _KSPlan, pts_x: list[np.ndarray], side: str) -> np.ndarray:
-    idx = np.flatnonzero(plan.cand_plus | plan.cand_minus)
-    cand = plan.cand_plus if side == "plus" else plan.cand_minus
-    flags = cand[idx]
-    return np.repeat(flags, [len(p) for p in pts_x])
 
 
 def _ks_iv(alternative: str, method: str, func: str = "ks_2samp") -> str:
@@ -1919,25 +1936,48 @@ def _w_plan(run: _Run, h1: _Hist, h2: _Hist) -> _WPlan:
 
 
 def _w_finish(plan: _WPlan, run: _Run, s1: _Sample, s2: _Sample) -> tuple[float, float]:
+    """W1 = integral of |F1 - F2|: closed form on bins where the sign cannot change, pieces
+    between consecutive observed values inside the pulled crossing bins, binned otherwise.
+
+    The crossing bins are integrated together: their values are disjoint, increasing runs, so
+    one merge of all values (and bin ends) gives every piece, and each ECDF at a point is the
+    count before its bin plus a ``searchsorted`` into the merged runs (no loop over bins).
+    """
     total = float(np.sum(np.abs(plan.i1 - plan.i2)[~plan.cross]))
     bound = 0.0
-    for j in np.flatnonzero(plan.cross):
+    cnt1 = np.diff(np.append(plan.b1, plan.n1))  # rows of each sample in each bin
+    cnt2 = np.diff(np.append(plan.b2, plan.n2))
+    exact_j, vals1, vals2 = [], [], []
+    for j in np.flatnonzero(plan.cross).tolist():
         k = int(plan.bins[j])
-        v1 = run.value(s1, k)
-        v2 = run.value(s2, k)
-        h1n = plan.b1[j + 1] - plan.b1[j] if j + 1 < len(plan.bins) else plan.n1 - plan.b1[j]
-        h2n = plan.b2[j + 1] - plan.b2[j] if j + 1 < len(plan.bins) else plan.n2 - plan.b2[j]
-        v1 = np.zeros(0) if h1n == 0 else v1
-        v2 = np.zeros(0) if h2n == 0 else v2
+        v1 = run.value(s1, k) if cnt1[j] else np.zeros(0)
+        v2 = run.value(s2, k) if cnt2[j] else np.zeros(0)
         if v1 is None or v2 is None:
             est = abs(plan.i1[j] - plan.i2[j])
             total += est
             bound += plan.hi[j] - est
             continue
-        pts = _sorted_union(v1, v2, np.asarray([plan.end[j]]))
-        f1 = (plan.b1[j] + np.searchsorted(v1, pts[:-1], side="right")) / plan.n1
-        f2 = (plan.b2[j] + np.searchsorted(v2, pts[:-1], side="right")) / plan.n2
-        total += float(np.sum(np.abs(f1 - f2) * np.diff(pts)))
+        exact_j.append(j)
+        vals1.append(v1)
+        vals2.append(v2)
+    if not exact_j:
+        return total, bound
+    js = np.asarray(exact_j, np.int64)
+    starts, ends = plan.start[js], plan.end[js]
+    a1 = np.concatenate(vals1) if vals1 else np.zeros(0)
+    a2 = np.concatenate(vals2) if vals2 else np.zeros(0)
+    # rows of the pulled bins before each bin, within a1 / a2
+    off1 = np.concatenate(([0], np.cumsum([len(v) for v in vals1])[:-1]))
+    off2 = np.concatenate(([0], np.cumsum([len(v) for v in vals2])[:-1]))
+    pts = _sorted_union(a1, a2, ends)
+    left, width = pts[:-1], np.diff(pts)
+    j = np.searchsorted(ends, left, side="right")  # the pulled bin a piece may start in
+    inside = j < len(js)
+    inside[inside] &= left[inside] >= starts[j[inside]]
+    left, width, j = left[inside], width[inside], j[inside]
+    f1 = (plan.b1[js][j] - off1[j] + np.searchsorted(a1, left, side="right")) / plan.n1
+    f2 = (plan.b2[js][j] - off2[j] + np.searchsorted(a2, left, side="right")) / plan.n2
+    total += float(np.sum(np.abs(f1 - f2) * width))
     return total, bound
 
 
@@ -2642,12 +2682,9 @@ def _paired_fold(
         for chunk in chunks:
             if chunk.height == 0:
                 continue
-            if gnames:
-                gschema = gschema or {g: chunk.schema[g] for g in gnames}
-                parts = chunk.partition_by(gnames, as_dict=True, include_key=False)
-            else:
-                parts = {(): chunk}
-            for key, part in parts.items():
+            if gnames and not gschema:
+                gschema = {g: chunk.schema[g] for g in gnames}
+            for key, part in _split_groups(chunk, gnames).items():
                 xp, xc = part["__x0"].to_numpy(), part["__x1"].to_numpy()  # nulls -> NaN
                 both = ~(np.isnan(xp) | np.isnan(xc))
                 if not both.all():
