@@ -704,26 +704,34 @@ class _Run:
             self.rows_pulled += rows.height
             if inp.groups:
                 rows = rows.with_columns(e.alias(g) for g, e in inp.groups)
+                # row positions of each group, computed once for all columns
+                members = {
+                    tuple(k): part["__row"].to_numpy()
+                    for k, part in rows.select(gnames)
+                    .with_row_index("__row")
+                    .partition_by(gnames, as_dict=True, include_key=False)
+                    .items()
+                }
+            else:
+                members = {(): None}
+            shift = -MISSING_BIN
             for c in per_col:
-                x = pl.col("x")
-                sub = rows.select(*gnames, pl.col(c).alias("x")).filter(
-                    _valid(x) & self.grid.covering(x, per_col[c])  # rows this column needs
-                )
-                # partition first, then sort each group by x alone: a two-key (group, x) sort
-                # is ~7x slower than one float sort per group (5 M rows: 1.9 s against 0.27 s)
-                if gnames:
-                    groups = sub.partition_by(gnames, as_dict=True, maintain_order=False)
-                else:
-                    groups = {(): sub}
-                for gkey, part in groups.items():
+                xs = rows[c].cast(pl.Float64).to_numpy()  # nulls -> NaN (MISSING_BIN, never wanted)
+                want = np.zeros(self.grid.bins + 3, bool)
+                want[np.fromiter(per_col[c], np.int64, len(per_col[c])) + shift] = True
+                keep = want[self.grid.bin_np(xs, shift)]  # the rows this column needs
+                for gkey, at in members.items():
+                    sel = keep if at is None else at[keep[at]]
+                    # one float sort per group (a two-key (group, x) sort was ~7x slower);
                     # bin ids are monotone in x: sorted by x is sorted by bin too
-                    part = part.sort("x").select("x", self.grid.bin(pl.col("x")).alias("bin"))
-                    s = _Sample(src, c, tuple(gkey))
+                    x = pl.Series(xs[sel]).sort().to_numpy()
+                    b = self.grid.bin_np(x)
+                    s = _Sample(src, c, gkey)
                     if s in cwanted:
+                        cells = self.grid.cell(pl.col("x"), pl.col("bin"), zoom).alias("cell")
                         cp = (
-                            part.with_columns(
-                                self.grid.cell(pl.col("x"), pl.col("bin"), zoom).alias("cell")
-                            )
+                            pl.DataFrame({"x": x, "bin": b})
+                            .with_columns(cells)
                             .filter(pl.col("cell").is_in(sorted(cwanted[s])))
                             .sort("cell", "x")
                         )
@@ -734,8 +742,6 @@ class _Run:
                             self.cell_values[(s, k)] = cx[lo:hi]
                     if s not in wanted:
                         continue
-                    b = part["bin"].to_numpy()
-                    x = part["x"].to_numpy()
                     ks = np.fromiter(wanted[s], np.int64, len(wanted[s]))
                     los, his = np.searchsorted(b, ks, "left"), np.searchsorted(b, ks, "right")
                     for k, lo, hi in zip(ks.tolist(), los.tolist(), his.tolist(), strict=True):
