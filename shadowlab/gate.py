@@ -340,19 +340,18 @@ def _as_date(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame.with_columns(pl.col(_DAY).cast(pl.Int32).cast(pl.Date))
 
 
-def _count_aggregation(segments: Sequence[str], label_ids: pl.Series | None) -> Aggregation:
-    """One counting pass keyed by (day, segments, model ids)."""
+_COUNT_KEYS = ("rows", "scored", "c_error", "p_error", "c_null", "p_null", "audit")
+_LABEL_COUNTS = ("labelled", "audit_labelled")
+
+
+def _count_aggregation(segments: Sequence[str]) -> Aggregation:
+    """One counting pass keyed by (day, segments, model ids); the label counts come from
+    :func:`_labelled_counts`."""
     keys = (_DAY, *segments, S.PRIMARY_MODEL, S.CANDIDATE_MODEL)
     i64 = pl.Int64
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
         frame = lf.with_columns(_utc_day_key(), *_segment_keys(segments))
-        # a hash-set membership test, not a join: streams with constant memory (a left join of
-        # 10 M pairs to the labels needed ~2x the memory in the streaming engine)
-        if label_ids is not None:
-            labelled = pl.col(S.REQUEST_ID).is_in(label_ids.implode()).cast(pl.Int64)
-        else:
-            labelled = pl.lit(0, dtype=pl.Int64)
         p, c = pl.col(S.PRIMARY_SCORE), pl.col(S.CANDIDATE_SCORE)
         both = p.is_not_null() & c.is_not_null()
         counted = frame.group_by(list(keys)).agg(
@@ -363,29 +362,64 @@ def _count_aggregation(segments: Sequence[str], label_ids: pl.Series | None) -> 
             c.is_null().sum().cast(i64).alias("c_null"),
             p.is_null().sum().cast(i64).alias("p_null"),
             pl.col(S.AUDIT).fill_null(False).sum().cast(i64).alias("audit"),
-            labelled.sum().cast(i64).alias("labelled"),
-            (labelled * pl.col(S.AUDIT).fill_null(False)).sum().cast(i64).alias("audit_labelled"),
             pl.col(S.TS).min().alias("ts_min"),
             pl.col(S.TS).max().alias("ts_max"),
         )
         return _as_date(counted)
 
-    reduce = {
-        k: "sum"
-        for k in (
-            "rows",
-            "scored",
-            "c_error",
-            "p_error",
-            "c_null",
-            "p_null",
-            "audit",
-            "labelled",
-            "audit_labelled",
-        )
-    }
+    reduce = dict.fromkeys(_COUNT_KEYS, "sum")
     reduce.update(ts_min="min", ts_max="max")
     return Aggregation(build=build, keys=keys, reduce=reduce)
+
+
+_LABELLED_PAIR_COLUMNS = (
+    S.REQUEST_ID,
+    S.PRIMARY_SCORE,
+    S.CANDIDATE_SCORE,
+    S.AUDIT,
+    S.AUDIT_RATE,
+)
+"""Columns of the labelled pairs kept for the accuracy check (what its own pull would fetch)."""
+
+
+def _pull_labelled(source: Source, label_ids: pl.Series, segments: Sequence[str]) -> pl.DataFrame:
+    """The pairs whose request id has a label, in scan order: one pull by a 64-bit hash of the id
+    (probing a u64 set is cheaper than a string set: 50 M pairs, 2.4 M label ids, 1.9 s vs 3.0 s
+    CPU), then an exact string membership test on the few pulled rows, which drops the rare hash
+    collision; an id present in the labels always matches its own hash."""
+    hashes = label_ids.hash(seed=0).unique()
+    wanted = [S.TS, *segments, S.PRIMARY_MODEL, S.CANDIDATE_MODEL, *_LABELLED_PAIR_COLUMNS]
+    cols = list(dict.fromkeys(wanted))
+    pulled = source.pull(pl.col(S.REQUEST_ID).hash(seed=0).is_in(hashes.implode()), cols)
+    return pulled.filter(pl.col(S.REQUEST_ID).is_in(label_ids.implode()).fill_null(False))
+
+
+def _labelled_counts(
+    counts: pl.DataFrame, labelled: pl.DataFrame | None, segments: Sequence[str]
+) -> pl.DataFrame:
+    """``counts`` (the merged :func:`_count_aggregation`) with ``labelled`` and
+    ``audit_labelled``: the labelled pairs (:func:`_pull_labelled`) counted per key."""
+    if counts.height == 0:
+        return counts
+    keys = [_DAY, *segments, S.PRIMARY_MODEL, S.CANDIDATE_MODEL]
+    order = [*keys, *_COUNT_KEYS, *_LABEL_COUNTS, "ts_min", "ts_max"]
+    if labelled is None:
+        zero = [pl.lit(0, dtype=pl.Int64).alias(c) for c in _LABEL_COUNTS]
+        return counts.with_columns(zero).select(order)
+    per_key = _as_date(
+        labelled.lazy()
+        .with_columns(_utc_day_key(), *_segment_keys(segments))
+        .group_by(keys)
+        .agg(
+            pl.len().cast(pl.Int64).alias("labelled"),
+            pl.col(S.AUDIT).fill_null(False).sum().cast(pl.Int64).alias("audit_labelled"),
+        )
+    ).collect()
+    return (
+        counts.join(per_key, on=keys, how="left", nulls_equal=True, maintain_order="left")
+        .with_columns(pl.col(list(_LABEL_COUNTS)).fill_null(0))
+        .select(order)
+    )
 
 
 def _latency_aggregation(segments: Sequence[str]) -> Aggregation:
@@ -1108,6 +1142,7 @@ def _check_accuracy(ctx: _Context) -> CheckResult:
         seed=ctx.seed,
         confidence=pol.confidence,
         inclusive=ctx.policy.thresholds.inclusive,
+        labelled_pairs=ctx.cache.get("labelled_pairs"),
     )
     slice_ = "audit" if pol.unbiased else "all_labels"
     figures: dict[str, Any] = {}
@@ -1311,6 +1346,18 @@ def _label_ids(labels: pl.DataFrame | None) -> pl.Series | None:
     return labels[S.REQUEST_ID].unique()  # a hash-set probe: no order needed
 
 
+def _count(ctx: _Context) -> pl.DataFrame:
+    """The counting pass plus the labelled pairs' counts. The labelled pairs (one pull) are kept
+    in ``ctx.cache`` for the accuracy check, which would otherwise pull them again."""
+    counts = ctx.source.aggregate(_count_aggregation(ctx.segments))
+    label_ids = _label_ids(ctx.labels)
+    labelled = None
+    if label_ids is not None:
+        labelled = _pull_labelled(ctx.source, label_ids, ctx.segments)
+        ctx.cache["labelled_pairs"] = labelled.select(_LABELLED_PAIR_COLUMNS)
+    return _labelled_counts(counts, labelled, ctx.segments)
+
+
 def _choose_candidate_threshold(ctx: _Context) -> None:
     choice = ctx.policy.thresholds.candidate
     if choice != "calibrate":
@@ -1444,7 +1491,7 @@ def run_gate(
     )
     step = progress or (lambda name: None)
     step("counting")
-    ctx.counts = source.aggregate(_count_aggregation(segments, _label_ids(labels_frame)))
+    ctx.counts = _count(ctx)
     step("threshold")
     _choose_candidate_threshold(ctx)
     results, skipped = [], []
