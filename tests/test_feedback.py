@@ -770,3 +770,41 @@ def test_extra_pulled_rows_do_not_change_the_report() -> None:
     exact = feedback_diagnostics(_SplitSource(pairs), labels, 0.5, 0.5).to_dict()
     leaky = feedback_diagnostics(_LeakyPullSource(pairs), labels, 0.5, 0.5).to_dict()
     assert leaky == exact
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+def test_counts_and_composition_fold_equals_build(rng, zone):
+    # PolarsSource folds the streamed chunks (numpy counts, the composition's build on the
+    # review-set rows); Spark may run build. However the rows are chunked, the merged summary
+    # is the same: hours out of order, a half-hour zone, null ts and null traffic shares.
+    from shadowlab.engine import merge_partials
+    from shadowlab.feedback import _counts_and_composition
+
+    n = 2000
+    p = rng.uniform(0, 1, n)
+    p[rng.choice(n, 30)] = np.nan
+    df = make_pairs(
+        p,
+        rng.uniform(0, 1, n),
+        seconds=rng.permutation(np.linspace(0, 7 * 86400 - 1, n)),
+        audit=rng.random(n) < 0.05,
+        audit_rate=0.05,
+        traffic_pct=5.0,
+        served=rng.choice(["primary", "candidate"], n).tolist(),
+        country=rng.choice(["US", "DE", None], n).tolist(),
+    ).with_columns(
+        pl.col("ts").dt.convert_time_zone(zone),
+        pl.when(pl.int_range(pl.len()) % 101 == 3)
+        .then(None)
+        .otherwise(pl.col("traffic_pct"))
+        .alias("traffic_pct"),
+    )
+    df = df.with_columns(
+        pl.when(pl.int_range(pl.len()) == 11).then(None).otherwise(pl.col("ts")).alias("ts")
+    )
+    agg = _counts_and_composition(0.5, 0.6, df.schema["ts"], ["country"], 10)
+    want = merge_partials([agg.build(df.lazy()).collect()], agg)
+    prepared = agg.prepare(df.lazy()).collect()
+    for size in (1, 89, n):
+        chunks = [prepared.slice(o, size) for o in range(0, n, size)]
+        assert merge_partials([agg.fold(chunks)], agg).equals(want), size
