@@ -656,11 +656,15 @@ class _Run:
         needs: Mapping[_Sample, set[int]],
         cells: Mapping[_Sample, set[int]] | None = None,
         zoom: int = 0,
+        fetch: Callable[[int, Mapping[str, set[int]]], pl.DataFrame | None] | None = None,
     ) -> None:
         """Fetch the values of every (sample, bin) in ``needs`` not yet known, one pull per source.
 
         ``cells`` asks for zoom cells (see :func:`_zoom_pass`, ``zoom`` sub-bins per bin) in the
-        same pull; their values go to ``cell_values``.
+        same pull; their values go to ``cell_values``. ``fetch(src, bins per column)`` may
+        return a source's rows itself (a superset of the wanted rows, with the input's raw group
+        columns and those columns), read in a pass that serves something else too; ``None``
+        means pull them.
         """
         assert self.grid is not None
         by_src: dict[int, dict[_Sample, set[int]]] = {}
@@ -695,12 +699,14 @@ class _Run:
                 per_col.setdefault(s.column, set()).update(bins)
             for s, cs in cwanted.items():
                 per_col.setdefault(s.column, set()).update(c // zoom for c in cs)
-            pred = pl.lit(False)
-            for c, bins in per_col.items():
-                pred = pred | (_valid(pl.col(c)) & self.grid.covering(pl.col(c), bins))
-            cols = list(dict.fromkeys([*inp.raw_group_columns, *per_col]))
-            rows = inp.source.pull(pred, cols)
-            pulled = True
+            rows = fetch(src, per_col) if fetch is not None else None
+            if rows is None:
+                pred = pl.lit(False)
+                for c, bins in per_col.items():
+                    pred = pred | (_valid(pl.col(c)) & self.grid.covering(pl.col(c), bins))
+                cols = list(dict.fromkeys([*inp.raw_group_columns, *per_col]))
+                rows = inp.source.pull(pred, cols)
+                pulled = True
             self.rows_pulled += rows.height
             if inp.groups:
                 rows = rows.with_columns(e.alias(g) for g, e in inp.groups)
@@ -2512,9 +2518,19 @@ def compare_scores(
             f"{exact.count(False)} comparison(s) have binned KS/Wasserstein (pull budget "
             f"{run.max_pull_rows} rows or a sketch reference); see ks_statistic_error_bound."
         )
-    run.pull(budget_needs)
-    # paired cross-tab (pass 4)
-    paired = _paired_pass(run, pidx, gkeys)
+    # the paired cross-tab (the last pass) reads the pairs anyway: on a polars source it also
+    # hands over their pull rows, one read instead of two
+    shared: list[dict[tuple[Any, ...], tuple[float, float, float, float]]] = []
+
+    def fetch(src: int, per_col: Mapping[str, set[int]]) -> pl.DataFrame | None:
+        if src != pidx or not isinstance(source, PolarsSource):
+            return None
+        paired, rows = _paired_pass(run, pidx, gkeys, collect=per_col)
+        shared.append(paired)
+        return rows
+
+    run.pull(budget_needs, fetch=fetch)
+    paired = shared[0] if shared else _paired_pass(run, pidx, gkeys)[0]
     rows = []
     for cmp, (mode, state, kplan, wplan), ok in zip(comps, plans, exact, strict=True):
         g, kind, model, s1, s2 = cmp
@@ -2603,8 +2619,14 @@ def compare_scores(
 
 
 def _paired_pass(
-    run: _Run, pidx: int, gkeys: Sequence[tuple[Any, ...]]
-) -> dict[tuple[Any, ...], tuple[float, float, float, float]]:
+    run: _Run,
+    pidx: int,
+    gkeys: Sequence[tuple[Any, ...]],
+    collect: Mapping[str, set[int]] | None = None,
+) -> tuple[dict[tuple[Any, ...], tuple[float, float, float, float]], pl.DataFrame | None]:
+    """Paired cross-tab statistics per group; with ``collect`` (bins wanted per score column,
+    polars sources only) the same read also returns the rows of those bins, i.e. the
+    refinement pull of the pairs (columns: the raw group columns and both scores)."""
     assert run.grid is not None
     inp = run.inputs[pidx]
     gnames = [g for g, _ in inp.groups]
@@ -2638,16 +2660,26 @@ def _paired_pass(
             pl.col(f"__cell_{S.CANDIDATE_SCORE}").fill_null(0).alias("cc"),
         ).agg(pl.len().cast(pl.Int64).alias("n"))
 
-    prepare, fold = _paired_fold(grid, maps, inp.groups)
-    frame = inp.source.aggregate(
-        Aggregation(build, (*gnames, "cp", "cc"), {"n": "sum"}, prepare, fold)
-    )
+    rows: list[pl.DataFrame] | None = None if collect is None else []
+    prepare, fold = _paired_fold(grid, maps, inp.groups, collect, inp.raw_group_columns, rows)
+    agg = Aggregation(build, (*gnames, "cp", "cc"), {"n": "sum"}, prepare, fold)
+    fused = rows is not None and prepare is not None and isinstance(inp.source, PolarsSource)
+    if fused:  # the fold as PolarsSource.aggregate runs it, keeping the rows it collects
+        chunks = prepare(inp.source.frame).collect_batches(engine="streaming", maintain_order=False)
+        frame = merge_partials([fold(chunks)], agg)
+    else:
+        frame = inp.source.aggregate(agg)
     run.passes += 1
-    out = {}
-    if frame.height == 0:
-        return out
-    for key, part in frame.group_by(gnames, maintain_order=True):
+    out: dict[tuple[Any, ...], tuple[float, float, float, float]] = {}
+    for key, part in frame.group_by(gnames, maintain_order=True) if frame.height else ():
         out[tuple(key)] = _paired_stats(part, RANK_CELLS)
+    if not fused:
+        return out, None
+    cols = [*inp.raw_group_columns, S.PRIMARY_SCORE, S.CANDIDATE_SCORE]
+    pulled = (
+        pl.concat(rows) if rows else pl.DataFrame(schema=inp.source.collect_schema()).select(cols)
+    )
+    return out, pulled
     return out
 
 
@@ -2655,6 +2687,9 @@ def _paired_fold(
     grid: _Grid,
     maps: Mapping[str, tuple[list[int], list[int]]],
     groups: Sequence[tuple[str, pl.Expr]],
+    collect: Mapping[str, set[int]] | None = None,
+    raw: Sequence[str] = (),
+    rows: list[pl.DataFrame] | None = None,
 ) -> tuple[
     Callable[[pl.LazyFrame], pl.LazyFrame], Callable[[Iterable[pl.DataFrame]], pl.DataFrame]
 ]:
@@ -2663,6 +2698,8 @@ def _paired_fold(
     Same summary as the polars build (rows with both scores valid; a fine bin missing from the
     map is cell 0), counted on a dense ``RANK_CELLS**2`` array per group. At 50 M pairs by day
     the build's two joins and hash group-by took ~8 s; this fold reads the same columns once.
+    With ``collect`` (bins wanted per score column) it also appends to ``rows`` every row with
+    a wanted bin in either column: its ``raw`` columns and both scores.
     """
     gnames = [g for g, _ in groups]
     shift = -MISSING_BIN
@@ -2676,10 +2713,19 @@ def _paired_fold(
         luts.append(lut)
     size = RANK_CELLS * RANK_CELLS
 
+    wants = []
+    for c in cols if collect is not None else ():
+        want = np.zeros(grid.bins + 3, bool)
+        bins = collect.get(c, set())
+        want[np.fromiter(bins, np.int64, len(bins)) + shift] = True
+        wants.append(want)
+    keep_raw = [r for r in raw if collect is not None]
+
     def prepare(lf: pl.LazyFrame) -> pl.LazyFrame:
         return lf.select(
             *(e.alias(g) for g, e in groups),
             *(pl.col(c).cast(pl.Float64).alias(f"__x{i}") for i, c in enumerate(cols)),
+            *(pl.col(r).alias(f"__raw_{r}") for r in keep_raw),
         )
 
     def fold(chunks: Iterable[pl.DataFrame]) -> pl.DataFrame:
@@ -2691,12 +2737,22 @@ def _paired_fold(
             if gnames and not gschema:
                 gschema = {g: chunk.schema[g] for g in gnames}
             for key, part in _split_groups(chunk, gnames).items():
-                xp, xc = part["__x0"].to_numpy(), part["__x1"].to_numpy()  # nulls -> NaN
-                both = ~(np.isnan(xp) | np.isnan(xc))
+                kp = grid.bin_np(part["__x0"].to_numpy(), shift)  # nulls/NaN -> slot 0
+                kc = grid.bin_np(part["__x1"].to_numpy(), shift)
+                if wants:
+                    hit = wants[0][kp] | wants[1][kc]
+                    if hit.any():
+                        rows.append(  # type: ignore[union-attr]
+                            part.filter(pl.Series(hit)).select(
+                                *(pl.col(f"__raw_{r}").alias(r) for r in keep_raw),
+                                *(pl.col(f"__x{i}").alias(c) for i, c in enumerate(cols)),
+                            )
+                        )
+                both = (kp > 0) & (kc > 0)
                 if not both.all():
-                    xp, xc = xp[both], xc[both]
-                code = luts[0][grid.bin_np(xp, shift)] * RANK_CELLS
-                code += luts[1][grid.bin_np(xc, shift)]
+                    kp, kc = kp[both], kc[both]
+                code = luts[0][kp] * RANK_CELLS
+                code += luts[1][kc]
                 counts = np.bincount(code, minlength=size)
                 if key in acc:
                     acc[key] += counts

@@ -456,7 +456,10 @@ def test_compare_scores_parity(spark_pairs, polars_pairs):
 
     want = compare_scores(polars_pairs, every="1d", by="country")
     got = compare_scores(spark_pairs, every="1d", by="country")
-    _assert_same(got, want, rtol=1e-12)
+    # the same statistics; the number of reads is the engine's own: on polars the paired
+    # cross-tab and the refinement pull share one read of the pairs, on Spark they are two
+    assert (got.passes, want.passes) == (3, 2)
+    _assert_same(dataclasses.replace(got, passes=want.passes), want, rtol=1e-12)
 
 
 def test_simulate_load_parity(spark_pairs, polars_pairs):
