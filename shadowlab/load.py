@@ -117,7 +117,6 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from scipy import stats
 
 from shadowlab import schema as S
 from shadowlab.engine import Aggregation, as_source
@@ -345,6 +344,8 @@ def erlang_c(arrival_rate: float, mean_service: float, servers: int) -> tuple[fl
             "The 'servers' parameter of erlang_c must be an int above the offered load "
             f"arrival_rate * mean_service = {a:g} (a stable queue). Got {servers!r} instead."
         )
+    from scipy import stats  # here, not at import: scipy.stats costs ~0.5 s to import
+
     b = stats.poisson.pmf(servers, a) / stats.poisson.cdf(servers, a)
     c = b / (1.0 - (a / servers) * (1.0 - b))
     return float(c), float(c * mean_service / (servers - a))

@@ -854,3 +854,31 @@ def test_polars_source_runs_the_fold_when_an_aggregation_offers_one():
         lambda lf: lf.group_by(pl.lit(1).alias("k")).agg(pl.col("v").sum()), ("k",), {"v": "sum"}
     )
     assert PolarsSource(frame).aggregate(plain).to_dicts() == [{"k": 1, "v": 5_000_050_000}]
+
+
+def test_kstwo_shortcut_equals_scipy():
+    # _kstwo_sf answers scipy's own early exit (n > 140, n d^2 >= 370: 0.0) without importing
+    # scipy.stats; everywhere else it calls kstwo.sf. Either way the value is scipy's, exactly.
+    ns = [1, 2, 139, 140, 141, 1000, 12_345, 10**6, 2.5e7]
+    ds = [0.0, 1e-6, 0.001, 0.0185, 0.0193, 0.05, 0.2, 0.4999, 0.5, 0.9, 1.0]
+    for n in ns:
+        for d in ds + [math.sqrt(370 / n) * f for f in (0.999, 1.0, 1.001)]:
+            if d > 1:
+                continue
+            want = float(st.kstwo.sf(d, n))
+            assert drift._kstwo_sf(d, n) == want, (d, n)
+
+
+def test_importing_the_analyses_does_not_import_scipy_stats_or_sklearn():
+    # scipy.stats (~0.5 s) and sklearn (~1.5 s) are imported where they are used, not when a
+    # gate or a notebook imports shadowlab's analyses.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, shadowlab.gate, shadowlab.drift, shadowlab.thresholds, shadowlab.load, "
+        "shadowlab.feedback, shadowlab.accuracy, shadowlab.cli\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('scipy.stats', 'sklearn'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
