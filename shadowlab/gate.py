@@ -1142,7 +1142,7 @@ def _check_accuracy(ctx: _Context) -> CheckResult:
         seed=ctx.seed,
         confidence=pol.confidence,
         inclusive=ctx.policy.thresholds.inclusive,
-        labelled_pairs=ctx.cache.get("labelled_pairs"),
+        labelled_pairs=ctx.cache.pop("labelled_pairs", None),  # freed for the later checks
     )
     slice_ = "audit" if pol.unbiased else "all_labels"
     figures: dict[str, Any] = {}

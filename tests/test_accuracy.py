@@ -356,3 +356,25 @@ def test_ranking_metrics_fall_back_to_sklearn_on_unusual_input(rng):
         average_precision_score(y, s, sample_weight=w),
         roc_auc_score(y, s, sample_weight=w),
     )
+
+
+def test_given_labelled_pairs_replace_the_pull(rng):
+    # run_gate hands over the labelled pairs it pulled for its counts; same result as pulling
+    df, labels, _, t1, t2, _ = labelled_week(rng, n=3000)
+    df = df.with_columns(
+        pl.when(pl.int_range(pl.len()) % 97 == 0)
+        .then(None)
+        .otherwise(pl.col("candidate_score"))
+        .alias("candidate_score")
+    )
+    pulled = operating_point_metrics(df, labels, t1, t2, seed=3, n_boot=30)
+    ids = labels["request_id"].implode()
+    given = df.filter(pl.col("request_id").is_in(ids))  # invalid rows too: dropped inside
+    res = operating_point_metrics(df, labels, t1, t2, seed=3, n_boot=30, labelled_pairs=given)
+    assert res.metrics.equals(pulled.metrics)
+    assert res.calibration.equals(pulled.calibration)
+    assert res.flag_rates.equals(pulled.flag_rates)
+    assert (res.n_labelled, res.n_audit_labelled) == (pulled.n_labelled, pulled.n_audit_labelled)
+    assert res.passes[1]["rows_moved"] == 0
+    with pytest.raises(ValueError, match="no column 'audit_rate'"):
+        operating_point_metrics(df, labels, t1, t2, labelled_pairs=given.drop("audit_rate"))
