@@ -346,7 +346,93 @@ def _markdown(results: dict[int, dict[str, Sample | str]], names: list[str], rep
                 f"| {name} | {v.wall_s:.2f} | {v.rss_mb:.0f} | {ratio} | {rel[0]} | {rel[1]} |"
             )
         lines.append("")
+    lines += _targets(results)
     return "\n".join(lines) + "\n"
+
+
+_KS_ROWS = ("shadowlab ks_2samp + psi", "shadowlab compare_distributions (KS + PSI)")
+
+
+def _targets(results: dict[int, dict[str, Sample | str]]) -> list[str]:
+    """Issue 10's targets (2 cores), each checked against the measured table: met or missed."""
+
+    def get(rows: int, name: str) -> Sample | None:
+        v = results.get(rows, {}).get(name)
+        return v if isinstance(v, Sample) else None
+
+    out: list[tuple[str, str, bool | None]] = []
+    big, mid = 50_000_000, 10_000_000
+    for name in _KS_ROWS:
+        v, floor = get(big, name), get(big, "floor: read both scores (polars)")
+        scipy_, evid = get(big, "scipy ks_2samp + numpy psi"), get(big, "evidently KS + PSI")
+        ev10, v10 = get(mid, "evidently KS + PSI"), get(mid, name)
+        short = name.removeprefix("shadowlab ")
+        if v:
+            out.append(
+                (
+                    f"{short}: 50 M pairs in <= 6 s and <= 2 GB",
+                    f"{v.wall_s:.2f} s, {v.rss_mb / 1024:.2f} GB",
+                    v.wall_s <= 6 and v.rss_mb <= 2048,
+                )
+            )
+        if v and scipy_:
+            r = scipy_.wall_s / v.wall_s
+            out.append((f"{short}: >= 4x faster than scipy + numpy at 50 M", f"{r:.1f}x", r >= 4))
+        if v and evid:
+            r = evid.wall_s / v.wall_s
+            out.append((f"{short}: >= 20x faster than Evidently at 50 M", f"{r:.1f}x", r >= 20))
+        if v and floor:
+            r = v.wall_s / floor.wall_s
+            out.append((f"{short}: within 5x of the read floor at 50 M", f"{r:.1f}x", r <= 5))
+        if v10 and ev10:
+            r = ev10.wall_s / v10.wall_s
+            out.append((f"{short}: >= 10x faster than Evidently at 10 M", f"{r:.1f}x", r >= 10))
+    cal = get(big, "calibrate_threshold (+day, +country)")
+    if cal:
+        out.append(
+            ("calibrate_threshold: 50 M pairs in <= 3 s", f"{cal.wall_s:.2f} s", cal.wall_s <= 3)
+        )
+    gate = "shadowlab gate (end to end)"
+    g = get(big, gate)
+    if g:
+        out.append(
+            (
+                "whole gate, labels included: 50 M pairs in <= 30 s and <= 4 GB",
+                f"{g.wall_s:.2f} s, {g.rss_mb / 1024:.2f} GB",
+                g.wall_s <= 30 and g.rss_mb <= 4096,
+            )
+        )
+    sizes = sorted(r for r in results if get(r, gate))
+    if len(sizes) >= 2:
+        a, b = get(sizes[0], gate), get(sizes[-1], gate)
+        assert a and b
+        grow = sizes[-1] / sizes[0]
+        out.append(
+            (
+                f"gate memory grows less than linearly ({_fmt_rows(sizes[0])} -> {_fmt_rows(sizes[-1])})",
+                f"x{b.rss_mb / a.rss_mb:.1f} for x{grow:g} rows",
+                b.rss_mb / a.rss_mb < grow,
+            )
+        )
+        out.append(
+            (
+                f"gate time grows linearly or better ({_fmt_rows(sizes[0])} -> {_fmt_rows(sizes[-1])})",
+                f"x{b.wall_s / a.wall_s:.1f} for x{grow:g} rows",
+                b.wall_s / a.wall_s <= grow,
+            )
+        )
+    if not out:
+        return []
+    lines = [
+        "## Targets (issue 10, 2 cores)",
+        "",
+        "Checked against the tables above by `run.py`; where the time goes: `benchmarks/PROFILE.md`.",
+        "",
+        "| target | measured | |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {t} | {m} | {'met' if ok else '**missed**'} |" for t, m, ok in out]
+    return [*lines, ""]
 
 
 if __name__ == "__main__":
