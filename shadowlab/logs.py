@@ -504,8 +504,35 @@ def scan_pairs(
     files = list_log_files(source)
     frame, footers = _scan_files(files, S.PAIR_SCHEMA, "Pair-log")
     _check_models(footers)
+    _check_timestamps(footers)
     frame = frame.with_columns(*_nonfinite_exprs())
     return _check_ids(frame, files, duplicates, "Pair-log")
+
+
+def _null_count(pf: pq.ParquetFile, path: Path, column: str) -> int:
+    """Nulls in ``column``, from row-group statistics (the column is read only without them)."""
+    md = pf.metadata
+    idx = pf.schema_arrow.get_field_index(column)
+    total = 0
+    for rg in range(md.num_row_groups):
+        stats = md.row_group(rg).column(idx).statistics
+        if stats is None or stats.null_count is None:
+            return pq.read_table(path, columns=[column]).column(0).null_count
+        total += stats.null_count
+    return total
+
+
+def _check_timestamps(footers: list[tuple[Path, pq.ParquetFile]]) -> None:
+    """Every pair needs its time: days, windows and queues are cut by it."""
+    for path, pf in footers:
+        nulls = _null_count(pf, path, S.TS)
+        if nulls:
+            raise LogValidationError(
+                f"Pair-log file {str(path)!r}: column {S.TS!r} has {nulls} null values out of "
+                f"{pf.metadata.num_rows} rows. Every pair needs the time of its request. Fix: "
+                "repair the logger (PairLogWriter rejects a batch without times), or drop those "
+                "rows from a copy of the file."
+            )
 
 
 def _check_models(footers: list[tuple[Path, pq.ParquetFile]]) -> None:

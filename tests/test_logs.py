@@ -341,6 +341,21 @@ def test_null_request_ids_counted(tmp_path: Path) -> None:
     assert out[S.REQUEST_ID].to_list() == ["r0", "r2"]
 
 
+@pytest.mark.parametrize("statistics", [True, False])
+def test_null_timestamps_named(tmp_path: Path, statistics: bool) -> None:
+    # A pair without its request time cannot be put in a day, window or queue; found from the
+    # Parquet statistics (or by reading the column when a writer left them out).
+    df = make_pairs([0.1, 0.2, 0.3], [0.1, 0.2, 0.3]).with_columns(
+        pl.when(pl.col(S.REQUEST_ID) != "r2").then(pl.col(S.TS)).alias(S.TS)
+    )
+    bad = tmp_path / "date=1" / "nulls.parquet"
+    bad.parent.mkdir(parents=True)
+    pq.write_table(df.to_arrow(), bad, write_statistics=statistics)
+    with pytest.raises(LogValidationError, match="has 1 null values out of 3 rows") as err:
+        scan_pairs(bad)
+    assert str(bad) in str(err.value) and "'ts'" in str(err.value)
+
+
 def test_duplicate_request_ids_error_or_keep_first(tmp_path: Path) -> None:
     a = write_file(make_pairs([0.1, 0.2], [0.3, 0.4]), tmp_path / "date=1" / "a.parquet")
     b = write_file(make_pairs([0.9, 0.8], [0.7, 0.6], request_ids=["r1", "r5"]),
