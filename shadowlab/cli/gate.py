@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 from shadowlab.cli import UsageError
 from shadowlab.signing import (
@@ -137,31 +138,34 @@ def run(args: argparse.Namespace) -> int:
             "pass --primary-threshold."
         )
     reference = args.reference or policy.reference_path()
-    # Hash first: the statement names exactly the bytes the gate was about to read.
-    subjects = hash_inputs(
-        {
-            "pairs": args.logs,
-            "labels": args.labels,
-            "reference": None if reference is None else str(reference),
-            "policy": args.policy,
-        }
-    )
+    inputs = {
+        "pairs": args.logs,
+        "labels": args.labels,
+        "reference": None if reference is None else str(reference),
+        "policy": args.policy,
+    }
     from shadowlab.gate import CHECKS
     from shadowlab.progress import Progress
 
     pairs, labels = _inputs(args)
 
-    # A bar on a terminal only (never with --json, whose stdout a machine reads).
-    with Progress(len(CHECKS) + 2, label="gate", enabled=False if args.json else None) as bar:
-        verdict = run_gate(
-            pairs,
-            labels,
-            reference=reference,
-            policy=policy,
-            primary_threshold=args.primary_threshold,
-            candidate_threshold=args.candidate_threshold,
-            progress=bar,
-        )
+    # The statement names the bytes the gate reads: they are hashed (sha256 releases the GIL)
+    # in a thread that starts before the analysis reads them and runs beside it (a week of
+    # 50 M pairs is ~1.8 GB: ~1.9 s of hashing that no longer adds to the gate's wall time).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(hash_inputs, inputs)
+        # A bar on a terminal only (never with --json, whose stdout a machine reads).
+        with Progress(len(CHECKS) + 2, label="gate", enabled=False if args.json else None) as bar:
+            verdict = run_gate(
+                pairs,
+                labels,
+                reference=reference,
+                policy=policy,
+                primary_threshold=args.primary_threshold,
+                candidate_threshold=args.candidate_threshold,
+                progress=bar,
+            )
+        subjects = hashing.result()
     statement = make_statement(subjects, verdict.predicate())
     if key is None:
         envelope = unsigned_envelope(statement)
