@@ -38,6 +38,8 @@ References
        Scoring. Wiley. (Population Stability Index.)
 .. [5] Yurdakul, B. (2018). Statistical Properties of Population Stability Index. PhD thesis,
        Western Michigan University.
+.. [6] Lin, J. (1991). Divergence measures based on the Shannon entropy. IEEE Transactions on
+       Information Theory, 37(1), 145-151.
 .. [6] Evidently 0.7.23, ``evidently/legacy/calculations/stattests/psi.py`` and ``utils.py``.
 """
 
@@ -1710,10 +1712,21 @@ def _value_counts(run: _Run, s: _Sample) -> pl.DataFrame:
 
 
 def _jensenshannon(p: np.ndarray, q: np.ndarray) -> float:
-    """``scipy.spatial.distance.jensenshannon(p, q, base=2)``, imported on first use."""
-    from scipy.spatial import distance
+    """Jensen–Shannon distance in bits [6]_, as ``scipy.spatial.distance.jensenshannon(p, q,
+    base=2)`` computes it (same steps; scipy.spatial costs ~0.3 s to import).
 
-    return float(distance.jensenshannon(p, q, base=2))
+    ``sqrt((KL(p || m) + KL(q || m)) / 2)`` with ``m = (p + q) / 2`` after normalising ``p`` and
+    ``q``; a zero share contributes 0 (``rel_entr``'s convention), and ``m > 0`` wherever
+    ``p > 0`` or ``q > 0``.
+    """
+    p = p / np.sum(p)
+    q = q / np.sum(q)
+    m = (p + q) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = np.where(p > 0, p * np.log(p / m), 0.0)
+        right = np.where(q > 0, q * np.log(q / m), 0.0)
+    js = (np.sum(left) + np.sum(right)) / np.log(2.0)
+    return float(np.sqrt(js / 2.0))
 
 
 def _psi_finish(
