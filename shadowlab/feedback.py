@@ -775,8 +775,9 @@ def _pull_predicate(per_request: pl.DataFrame) -> pl.Expr:
     audit = pl.col(S.AUDIT).fill_null(False)
     if per_request.height == 0:
         return audit
-    hashes = per_request[S.REQUEST_ID].hash(seed=0).unique()
-    return audit | pl.col(S.REQUEST_ID).hash(seed=0).is_in(hashes.implode())
+    from shadowlab.logs import id_probe
+
+    return audit | id_probe(per_request[S.REQUEST_ID])
 
 
 def _pulled_summaries(

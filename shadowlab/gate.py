@@ -59,6 +59,7 @@ import polars as pl
 
 from shadowlab import schema as S
 from shadowlab.engine import Aggregation, Source, as_source
+from shadowlab.logs import id_probe
 from shadowlab.policy import GatePolicy
 
 __all__ = [
@@ -387,10 +388,9 @@ def _pull_labelled(source: Source, label_ids: pl.Series, segments: Sequence[str]
     (probing a u64 set is cheaper than a string set: 50 M pairs, 2.4 M label ids, 1.9 s vs 3.0 s
     CPU), then an exact string membership test on the few pulled rows, which drops the rare hash
     collision; an id present in the labels always matches its own hash."""
-    hashes = label_ids.hash(seed=0).unique()
     wanted = [S.TS, *segments, S.PRIMARY_MODEL, S.CANDIDATE_MODEL, *_LABELLED_PAIR_COLUMNS]
     cols = list(dict.fromkeys(wanted))
-    pulled = source.pull(pl.col(S.REQUEST_ID).hash(seed=0).is_in(hashes.implode()), cols)
+    pulled = source.pull(id_probe(label_ids), cols)
     return pulled.filter(pl.col(S.REQUEST_ID).is_in(label_ids.implode()).fill_null(False))
 
 

@@ -75,6 +75,7 @@ __all__ = [
     "LogSummary",
     "LogValidationError",
     "PairLogWriter",
+    "id_probe",
     "list_log_files",
     "scan_labels",
     "scan_pairs",
@@ -590,6 +591,27 @@ def _nonfinite_exprs() -> list[pl.Expr]:
             .alias(error)
         )
     return out
+
+
+def id_probe(ids: pl.Series) -> pl.Expr:
+    """A filter selecting the pairs whose ``request_id`` is in ``ids``, by 64-bit hash.
+
+    Probing a set of u64 hashes is about twice as cheap as a set of strings (50 M pairs, 2.4 M
+    label ids: 3.9 s against 8.0 s of CPU). An id in ``ids`` always matches its own hash; a hash
+    collision can only select an extra row, so callers join or test on the exact id afterwards.
+
+    Parameters
+    ----------
+    ids : polars Series of str
+        The request ids wanted (e.g. the labelled ones).
+
+    Returns
+    -------
+    polars.Expr
+        Boolean expression over a pair-log frame.
+    """
+    hashes = ids.hash(seed=0).unique()
+    return pl.col(S.REQUEST_ID).hash(seed=0).is_in(hashes.implode())
 
 
 def scan_labels(source: SourceLike) -> pl.LazyFrame:

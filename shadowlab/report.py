@@ -30,6 +30,7 @@ import polars as pl
 
 from shadowlab import schema as S
 from shadowlab.engine import Aggregation, Source, as_source
+from shadowlab.logs import id_probe
 
 __all__ = ["Report", "build_report", "context_columns", "write_report"]
 
@@ -510,10 +511,9 @@ def _pr_curves(source: Source, labels: pl.LazyFrame, max_points: int = 400) -> p
 
     latest = labels.sort(S.LABEL_TS).group_by(S.REQUEST_ID).agg(pl.col(S.LABEL).last()).collect()
     cols = [S.REQUEST_ID, S.PRIMARY_SCORE, S.CANDIDATE_SCORE, S.AUDIT]
-    # probe by 64-bit hash (a string is_in against every label id was most of this step: 10 M
-    # pairs, 13 s); the inner join on the exact id then drops any hash collision
-    hashes = latest[S.REQUEST_ID].hash(seed=0).unique()
-    rows = source.pull(pl.col(S.REQUEST_ID).hash(seed=0).is_in(hashes.implode()), cols)
+    # by 64-bit hash (a string is_in against every label id was most of this step: 10 M pairs,
+    # 13 s); the inner join on the exact id then drops any hash collision
+    rows = source.pull(id_probe(latest[S.REQUEST_ID]), cols)
     joined = rows.join(latest, on=S.REQUEST_ID, how="inner")
     parts = []
     for slice_name, frame in (("all labels", joined), ("audit slice", joined.filter(S.AUDIT))):
