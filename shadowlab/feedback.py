@@ -1583,6 +1583,7 @@ def feedback_diagnostics(
     segments: Sequence[str] | None = None,
     score_bins: int = 10,
     max_pending: float = 0.05,
+    pulled_pairs: pl.DataFrame | None = None,
 ) -> FeedbackReport:
     """What selective labels can and cannot say about v2, and what v2 would do to its labels.
 
@@ -1613,6 +1614,12 @@ def feedback_diagnostics(
     max_pending : float, default 0.05
         A day is immature when more than this share of its eventual labels (of any source) is
         expected to be still in flight at ``as_of``.
+    pulled_pairs : DataFrame, optional
+        Rows of ``pairs`` the caller already pulled that include every audited request and
+        every request with a label (e.g. the gate's one pull of ``audit | id_probe(label ids)``),
+        in scan order, with the pair columns ts, request_id, served, traffic_pct, both scores,
+        audit and audit_rate. The pull is then skipped and these rows are filtered as it would
+        have filtered the pairs, so the report is the same.
 
     Returns
     -------
@@ -1715,7 +1722,16 @@ def feedback_diagnostics(
         totals = both.filter(pl.col(_PASS) == _COUNTS).select(_FLAGS, _HOUR, _N, "traffic_pct")
         comp = both.filter(pl.col(_PASS) == _COMPOSITION)
         comp_summary = comp.select(_CODE, "feature", _BIN, _N)
-    rows = source.pull(_pull_predicate(per_request), _PULL_COLUMNS)
+    if pulled_pairs is None:
+        rows = source.pull(_pull_predicate(per_request), _PULL_COLUMNS)
+    else:
+        missing = [c for c in _PULL_COLUMNS if c not in pulled_pairs.columns]
+        if missing:
+            raise ValueError(
+                f"feedback_diagnostics: pulled_pairs lacks column(s) {missing}; it needs "
+                f"{list(_PULL_COLUMNS)}."
+            )
+        rows = pulled_pairs.filter(_pull_predicate(per_request)).select(_PULL_COLUMNS)
     pulled, delay_summary = _pulled_summaries(rows, per_request, t1, t2, ts_dtype)
     cells_summary = _cells(totals, rows, pulled, t1, t2, ts_dtype)
     if cells_summary.height:

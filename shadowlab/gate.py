@@ -383,15 +383,30 @@ _LABELLED_PAIR_COLUMNS = (
 """Columns of the labelled pairs kept for the accuracy check (what its own pull would fetch)."""
 
 
-def _pull_labelled(source: Source, label_ids: pl.Series, segments: Sequence[str]) -> pl.DataFrame:
-    """The pairs whose request id has a label, in scan order: one pull by a 64-bit hash of the id
-    (probing a u64 set is cheaper than a string set: 50 M pairs, 2.4 M label ids, 1.9 s vs 3.0 s
-    CPU), then an exact string membership test on the few pulled rows, which drops the rare hash
-    collision; an id present in the labels always matches its own hash."""
-    wanted = [S.TS, *segments, S.PRIMARY_MODEL, S.CANDIDATE_MODEL, *_LABELLED_PAIR_COLUMNS]
+_FEEDBACK_PAIR_COLUMNS = (S.SERVED, S.TRAFFIC_PCT)
+"""Further columns the feedback check reads from the same pull (its audited and labelled rows)."""
+
+
+def _pull_labelled(
+    source: Source, label_ids: pl.Series, segments: Sequence[str]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """``(labelled, pulled)``: one pull of the audited pairs and of the pairs whose request id
+    has a label, by a 64-bit hash of the id (:func:`shadowlab.logs.id_probe`), in scan order;
+    ``labelled`` keeps the rows whose id is exactly a label's (an exact string test on the few
+    pulled rows drops the rare hash collision). The counts and the accuracy check read
+    ``labelled``; the feedback check reads ``pulled`` (its own pull would select the same rows)."""
+    wanted = [
+        S.TS,
+        *segments,
+        S.PRIMARY_MODEL,
+        S.CANDIDATE_MODEL,
+        *_LABELLED_PAIR_COLUMNS,
+        *_FEEDBACK_PAIR_COLUMNS,
+    ]
     cols = list(dict.fromkeys(wanted))
-    pulled = source.pull(id_probe(label_ids), cols)
-    return pulled.filter(pl.col(S.REQUEST_ID).is_in(label_ids.implode()).fill_null(False))
+    pulled = source.pull(pl.col(S.AUDIT).fill_null(False) | id_probe(label_ids), cols)
+    labelled = pulled.filter(pl.col(S.REQUEST_ID).is_in(label_ids.implode()).fill_null(False))
+    return labelled, pulled
 
 
 def _labelled_counts(
@@ -970,6 +985,7 @@ def _check_feedback(ctx: _Context) -> CheckResult:
         ctx.primary_threshold,
         t2,
         confidence=ctx.policy.checks.accuracy.confidence,
+        pulled_pairs=ctx.cache.pop("feedback_pairs", None),  # the counting pass's pull
     )
     urm, imm = rep.unlabelled_risk_mass, rep.immature_share
     if urm is None or not math.isfinite(urm):
@@ -1353,8 +1369,9 @@ def _count(ctx: _Context) -> pl.DataFrame:
     label_ids = _label_ids(ctx.labels)
     labelled = None
     if label_ids is not None:
-        labelled = _pull_labelled(ctx.source, label_ids, ctx.segments)
+        labelled, pulled = _pull_labelled(ctx.source, label_ids, ctx.segments)
         ctx.cache["labelled_pairs"] = labelled.select(_LABELLED_PAIR_COLUMNS)
+        ctx.cache["feedback_pairs"] = pulled
     return _labelled_counts(counts, labelled, ctx.segments)
 
 

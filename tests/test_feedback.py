@@ -808,3 +808,20 @@ def test_counts_and_composition_fold_equals_build(rng, zone):
     for size in (1, 89, n):
         chunks = [prepared.slice(o, size) for o in range(0, n, size)]
         assert merge_partials([agg.fold(chunks)], agg).equals(want), size
+
+
+@pytest.mark.skipif(not (SAMPLE / "truth.parquet").exists(), reason="bundled sample week absent")
+def test_given_pulled_pairs_replace_the_pull() -> None:
+    # The gate pulls the audited and labelled pairs once and hands them over; any superset of
+    # those rows in scan order (here: the whole week) gives the report the own pull gives.
+    from shadowlab.logs import scan_labels, scan_pairs
+
+    t1 = json.loads((SAMPLE / "manifest.json").read_text())["primary_threshold"]
+    pairs, labels = scan_pairs(SAMPLE / "pairs"), scan_labels(SAMPLE / "labels")
+    own = feedback_diagnostics(pairs, labels, t1, t1 * 1.5)
+    given = feedback_diagnostics(pairs, labels, t1, t1 * 1.5, pulled_pairs=pairs.collect())
+    assert given.to_dict() == own.to_dict()
+    with pytest.raises(ValueError, match=r"pulled_pairs lacks column\(s\) \['audit_rate'\]"):
+        feedback_diagnostics(
+            pairs, labels, t1, t1 * 1.5, pulled_pairs=pairs.collect().drop("audit_rate")
+        )
