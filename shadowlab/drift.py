@@ -2694,7 +2694,7 @@ def _paired_pass(
     agg = Aggregation(build, (*gnames, "cp", "cc"), {"n": "sum"}, prepare, fold)
     fused = rows is not None and prepare is not None and isinstance(inp.source, PolarsSource)
     if fused:  # the fold as PolarsSource.aggregate runs it, keeping the rows it collects
-        chunks = prepare(inp.source.frame).collect_batches(engine="streaming", maintain_order=False)
+        chunks = prepare(inp.source.frame).collect_batches(engine="streaming", maintain_order=True)
         frame = merge_partials([fold(chunks)], agg)
     else:
         frame = inp.source.aggregate(agg)
