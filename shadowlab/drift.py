@@ -48,7 +48,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -341,23 +341,31 @@ def _hist_pass(inp: _Input, grid: _Grid, with_sum: bool) -> pl.DataFrame:
     return inp.source.aggregate(Aggregation(build, keys, reduce, prepare, fold))
 
 
-def _split_groups(
-    chunk: pl.DataFrame, gnames: Sequence[str]
-) -> dict[tuple[Any, ...], pl.DataFrame]:
-    """``chunk`` split by the values of ``gnames``.
+def _group_parts(
+    chunks: Iterable[pl.DataFrame], gnames: Sequence[str], schema: dict[str, Any]
+) -> Iterator[tuple[tuple[Any, ...], pl.DataFrame]]:
+    """``(group key, rows)`` of every non-empty chunk split by the values of ``gnames``; the key
+    columns' types are recorded in ``schema`` (for :func:`_with_keys`) on the first chunk.
 
     Chunks of a day-partitioned week usually hold one window; that case is checked with a
     min/max per key column instead of a hash partition (~5 ms per 100 k-row chunk).
     """
-    if not gnames:
-        return {(): chunk}
-    cols = [chunk[g] for g in gnames]
-    ordered = all(
-        c.dtype.is_numeric() or c.dtype.is_temporal() or c.dtype == pl.String for c in cols
-    )
-    if ordered and all(c.null_count() == 0 and c.min() == c.max() for c in cols):
-        return {tuple(c[0] for c in cols): chunk}  # (key columns kept: unread, dropping costs)
-    return chunk.partition_by(list(gnames), as_dict=True, include_key=False)
+    for chunk in chunks:
+        if chunk.height == 0:
+            continue
+        if not gnames:
+            yield (), chunk
+            continue
+        if not schema:
+            schema.update((g, chunk.schema[g]) for g in gnames)
+        cols = [chunk[g] for g in gnames]
+        ordered = all(
+            c.dtype.is_numeric() or c.dtype.is_temporal() or c.dtype == pl.String for c in cols
+        )
+        if ordered and all(c.null_count() == 0 and c.min() == c.max() for c in cols):
+            yield tuple(c[0] for c in cols), chunk  # (key columns kept: unread, dropping costs)
+            continue
+        yield from chunk.partition_by(list(gnames), as_dict=True, include_key=False).items()
 
 
 def _with_keys(
@@ -461,25 +469,20 @@ def _hist_fold(
             out = [acc.frame(c, shift) for acc, c in zip(accs, columns, strict=True)]
             return [_with_keys(f, key, gschema) for f in out]
 
-        for chunk in chunks:
-            if chunk.height == 0:
-                continue
-            if gnames and not gschema:
-                gschema = {g: chunk.schema[g] for g in gnames}
-            for key, part in _split_groups(chunk, gnames).items():
-                accs = dense.get(key)
-                spill = accs is None and len(dense) >= MAX_DENSE_GROUPS
-                if accs is None:
-                    accs = [_BinAcc(size, with_sum) for _ in columns]
-                    if not spill:
-                        dense[key] = accs
-                for acc, n in zip(accs, names, strict=True):
-                    x = part[n].to_numpy()  # nulls -> NaN
-                    acc.add(grid.bin_np(x, shift), x, lefts)
-                if spill:
-                    sparse.extend(frames(key, accs))
-                    if len(sparse) >= 256:
-                        sparse = [merge_partials(sparse, merge)]
+        for key, part in _group_parts(chunks, gnames, gschema):
+            accs = dense.get(key)
+            spill = accs is None and len(dense) >= MAX_DENSE_GROUPS
+            if accs is None:
+                accs = [_BinAcc(size, with_sum) for _ in columns]
+                if not spill:
+                    dense[key] = accs
+            for acc, n in zip(accs, names, strict=True):
+                x = part[n].to_numpy()  # nulls -> NaN
+                acc.add(grid.bin_np(x, shift), x, lefts)
+            if spill:
+                sparse.extend(frames(key, accs))
+                if len(sparse) >= 256:
+                    sparse = [merge_partials(sparse, merge)]
         parts_out = [f for key, accs in dense.items() for f in frames(key, accs)]
         if not parts_out:
             return pl.DataFrame()
@@ -2692,12 +2695,9 @@ def _paired_pass(
     rows: list[pl.DataFrame] | None = None if collect is None else []
     prepare, fold = _paired_fold(grid, maps, inp.groups, collect, inp.raw_group_columns, rows)
     agg = Aggregation(build, (*gnames, "cp", "cc"), {"n": "sum"}, prepare, fold)
+    # PolarsSource runs the fold (which then collects the rows); other engines run build
     fused = rows is not None and prepare is not None and isinstance(inp.source, PolarsSource)
-    if fused:  # the fold as PolarsSource.aggregate runs it, keeping the rows it collects
-        chunks = prepare(inp.source.frame).collect_batches(engine="streaming", maintain_order=True)
-        frame = merge_partials([fold(chunks)], agg)
-    else:
-        frame = inp.source.aggregate(agg)
+    frame = inp.source.aggregate(agg)
     run.passes += 1
     out: dict[tuple[Any, ...], tuple[float, float, float, float]] = {}
     for key, part in frame.group_by(gnames, maintain_order=True) if frame.height else ():
@@ -2748,7 +2748,7 @@ def _paired_fold(
         bins = collect.get(c, set())
         want[np.fromiter(bins, np.int64, len(bins)) + shift] = True
         wants.append(want)
-    keep_raw = [r for r in raw if collect is not None]
+    keep_raw = list(raw) if collect is not None else []
 
     def prepare(lf: pl.LazyFrame) -> pl.LazyFrame:
         return lf.select(
@@ -2760,33 +2760,28 @@ def _paired_fold(
     def fold(chunks: Iterable[pl.DataFrame]) -> pl.DataFrame:
         acc: dict[tuple[Any, ...], np.ndarray] = {}
         gschema: dict[str, pl.DataType] = {}
-        for chunk in chunks:
-            if chunk.height == 0:
-                continue
-            if gnames and not gschema:
-                gschema = {g: chunk.schema[g] for g in gnames}
-            for key, part in _split_groups(chunk, gnames).items():
-                kp = grid.bin_np(part["__x0"].to_numpy(), shift)  # nulls/NaN -> slot 0
-                kc = grid.bin_np(part["__x1"].to_numpy(), shift)
-                if wants:
-                    hit = wants[0][kp] | wants[1][kc]
-                    if hit.any():
-                        rows.append(  # type: ignore[union-attr]
-                            part.filter(pl.Series(hit)).select(
-                                *(pl.col(f"__raw_{r}").alias(r) for r in keep_raw),
-                                *(pl.col(f"__x{i}").alias(c) for i, c in enumerate(cols)),
-                            )
+        for key, part in _group_parts(chunks, gnames, gschema):
+            kp = grid.bin_np(part["__x0"].to_numpy(), shift)  # nulls/NaN -> slot 0
+            kc = grid.bin_np(part["__x1"].to_numpy(), shift)
+            if wants:
+                hit = wants[0][kp] | wants[1][kc]
+                if hit.any():
+                    rows.append(  # type: ignore[union-attr]
+                        part.filter(pl.Series(hit)).select(
+                            *(pl.col(f"__raw_{r}").alias(r) for r in keep_raw),
+                            *(pl.col(f"__x{i}").alias(c) for i, c in enumerate(cols)),
                         )
-                both = (kp > 0) & (kc > 0)
-                if not both.all():
-                    kp, kc = kp[both], kc[both]
-                code = luts[0][kp] * RANK_CELLS
-                code += luts[1][kc]
-                counts = np.bincount(code, minlength=size)
-                if key in acc:
-                    acc[key] += counts
-                else:
-                    acc[key] = counts
+                    )
+            both = (kp > 0) & (kc > 0)
+            if not both.all():
+                kp, kc = kp[both], kc[both]
+            code = luts[0][kp] * RANK_CELLS
+            code += luts[1][kc]
+            counts = np.bincount(code, minlength=size)
+            if key in acc:
+                acc[key] += counts
+            else:
+                acc[key] = counts
         out = []
         for key, counts in acc.items():
             keep = np.flatnonzero(counts)
