@@ -418,6 +418,25 @@ def test_nan_and_inf_scores_become_counted_failures(tmp_path: Path) -> None:
     assert (s.candidate_errors, s.candidate_nonfinite) == (1, 1)
 
 
+def test_one_nonfinite_file_rewrites_the_week_and_a_clean_week_keeps_pushdown(
+    tmp_path: Path,
+) -> None:
+    clean = make_pairs([0.1, 0.2, 0.3], [0.5, 0.6, 0.7])
+    write_file(clean, tmp_path / "a.parquet")
+    plan = scan_pairs(tmp_path).filter(pl.col(S.CANDIDATE_SCORE) > 0.55).explain()
+    # Without NaN/inf scores there is no rewrite, so the score filter reaches the Parquet scan
+    # (polars prints it as the scan's SELECTION) instead of running after a with_columns.
+    assert "WITH_COLUMNS" not in plan and "SELECTION" in plan, plan
+    assert scan_pairs(tmp_path).filter(pl.col(S.CANDIDATE_SCORE) > 0.55).collect().height == 2
+    bad = make_pairs([0.4], [0.8]).with_columns(
+        pl.col(S.REQUEST_ID) + "-b", pl.Series(S.CANDIDATE_SCORE, [float("nan")])
+    )
+    write_file(bad, tmp_path / "b.parquet")
+    out = scan_pairs(tmp_path).collect()  # the file set changed: a fresh check, not the cache
+    assert out[S.CANDIDATE_SCORE].to_list() == [0.5, 0.6, 0.7, None]
+    assert out[S.CANDIDATE_ERROR].to_list() == [None, None, None, "NonFiniteScore: nan"]
+
+
 def test_model_ids_change_across_files(tmp_path: Path) -> None:
     a = write_file(make_pairs([0.1], [0.2], request_ids=["a"]), tmp_path / "date=1" / "a.parquet")
     b = write_file(make_pairs([0.1], [0.2], request_ids=["b"], candidate_model="fraud:2.1.0"),
