@@ -27,6 +27,12 @@ refinement would pull more than ``max_pull_rows`` rows, the statistic falls back
 value with a proven bound on its error (``statistic_error_bound``), reported next to it. Each
 result states ``passes`` and ``rows_pulled``.
 
+On logs opened with :func:`shadowlab.logs.scan_pairs` (or given as a path) the fine histogram
+is kept for the process, keyed by the columns, groups and grid and by every file's path, size
+and modification time (:func:`shadowlab.engine.aggregate_memo`): ``ks_2samp`` then ``psi`` of
+the same two columns read the week's histogram once, and the second call's ``passes`` counts
+only its pull. A changed file is a different key.
+
 References
 ----------
 .. [1] Kolmogorov, A. N. (1933). Sulla determinazione empirica di una legge di distribuzione.
@@ -57,7 +63,14 @@ import numpy as np
 import polars as pl
 
 from shadowlab import schema as S
-from shadowlab.engine import Aggregation, PolarsSource, Source, as_source, merge_partials
+from shadowlab.engine import (
+    Aggregation,
+    PolarsSource,
+    Source,
+    aggregate_memo,
+    as_source,
+    merge_partials,
+)
 
 __all__ = [
     "DEFAULT_QUANTILES",
@@ -300,8 +313,9 @@ MISSING_BIN = -2
 """Bin id of null/NaN rows in the fine histogram (counted, never pulled)."""
 
 
-def _hist_pass(inp: _Input, grid: _Grid, with_sum: bool) -> pl.DataFrame:
-    """Pass over ``inp``: per (group, sample, bin) count, [sum of offsets,] min, max.
+def _hist_pass(inp: _Input, grid: _Grid, with_sum: bool) -> tuple[pl.DataFrame, bool]:
+    """Pass over ``inp``: per (group, sample, bin) count, [sum of offsets,] min, max; and
+    whether the data was read (False: the same histogram of the same logs was in memory).
 
     Nulls and NaN land in :data:`MISSING_BIN`, values below/above the grid in bins -1 and
     ``grid.bins``, so one pass also gives each sample's size, missing count and range.
@@ -338,7 +352,17 @@ def _hist_pass(inp: _Input, grid: _Grid, with_sum: bool) -> pl.DataFrame:
         reduce["s"] = "sum"
     keys = (*gnames, "sample", "bin")
     prepare, fold = _hist_fold(inp.columns, grid, with_sum, inp.groups)
-    return inp.source.aggregate(Aggregation(build, keys, reduce, prepare, fold))
+    agg = Aggregation(build, keys, reduce, prepare, fold)
+    # the same columns, groups and grid of the same logs give the same histogram: a second
+    # statistic (ks_2samp, then psi) reuses it instead of reading the week again
+    memo = (
+        "drift.fine_histogram",
+        tuple(sorted(inp.columns)),
+        tuple((g, e.meta.serialize(format="json")) for g, e in inp.groups),
+        (grid.lo, grid.hi, grid.bins),
+        with_sum,
+    )
+    return aggregate_memo(inp.source, agg, memo)
 
 
 def _group_parts(
@@ -601,9 +625,10 @@ class _Run:
                 grid = _Grid(lo, hi)
             self.grid = grid
             self.hists, self.ranges = {}, {}
+            read = False
             for i, inp in enumerate(self.inputs):
-                frame = _hist_pass(inp, grid, with_sum)
-                self.passes += 1 if i == 0 else 0
+                frame, fresh = _hist_pass(inp, grid, with_sum)
+                read |= fresh
                 gnames = [g for g, _ in inp.groups]
                 if frame.height == 0:
                     continue
@@ -616,6 +641,7 @@ class _Run:
                     lo = float(h.mn.min()) if h.total else None
                     hi = float(h.mx.max()) if h.total else None
                     self.ranges[smp] = (h.total, miss, lo, hi)
+            self.passes += int(read)
         for idx, sk in self.sketches.items():
             self.hists[_Sample(idx, "sketch")] = sk._hist()
 

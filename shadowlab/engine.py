@@ -19,17 +19,34 @@ streamed chunks with it, e.g. with ``np.bincount``) and merges that single parti
 :func:`merge_partials`; the Spark engine
 (``shadowlab.engines.spark``) runs the same summary inside each task over Arrow batches and merges
 the partials on the driver. One implementation of each statistic, two engines.
+
+Summaries of frames whose data is fixed by a fingerprint (those of
+:func:`shadowlab.logs.scan_pairs`: its options and every file's path, size and modification
+time) can be reused within a process with :func:`aggregate_memo`, so a second statistic of the
+same columns of the same logs does not read them again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import polars as pl
 
-__all__ = ["Aggregation", "PolarsSource", "Source", "as_source", "merge_partials"]
+__all__ = [
+    "Aggregation",
+    "PolarsSource",
+    "Source",
+    "aggregate_memo",
+    "as_source",
+    "clear_memo",
+    "merge_partials",
+    "register_stable_frame",
+]
 
 Reduce = Literal["sum", "min", "max"]
 
@@ -128,6 +145,79 @@ class PolarsSource:
 
     def collect_schema(self) -> Mapping[str, Any]:
         return self.frame.collect_schema()
+
+
+# Summaries of frames whose data cannot change while their fingerprint stays the same (those of
+# :func:`shadowlab.logs.scan_pairs`: a fingerprint of its options and of every file's path, size
+# and modification time), kept for the process so that a second statistic of the same columns
+# (``ks_2samp`` then ``psi`` in a notebook) does not read the week again.
+_STABLE: dict[int, tuple[weakref.ref[pl.LazyFrame], Callable[[], Hashable]]] = {}
+_MEMO: OrderedDict[tuple[Hashable, Hashable], pl.DataFrame] = OrderedDict()
+_MEMO_SIZE = 32  # entries, and at most _MEMO_BYTES of summaries
+_MEMO_BYTES = 256 << 20
+_MEMO_LOCK = threading.Lock()
+
+
+def register_stable_frame(frame: pl.LazyFrame, fingerprint: Callable[[], Hashable]) -> None:
+    """Declare that ``frame``'s data is determined by ``fingerprint()`` (evaluated at each use).
+
+    Frames with equal fingerprints must hold the same rows in the same order; a changed input
+    must change the fingerprint. :func:`aggregate_memo` then reuses summaries across calls.
+    """
+    key = id(frame)
+
+    def forget(_: object, key: int = key) -> None:
+        with _MEMO_LOCK:
+            entry = _STABLE.get(key)
+            if entry is not None and entry[0]() is None:
+                del _STABLE[key]
+
+    with _MEMO_LOCK:
+        _STABLE[key] = (weakref.ref(frame, forget), fingerprint)
+
+
+def _fingerprint(source: Source) -> Hashable | None:
+    if not isinstance(source, PolarsSource):
+        return None
+    with _MEMO_LOCK:
+        entry = _STABLE.get(id(source.frame))
+    if entry is None or entry[0]() is not source.frame:
+        return None
+    return entry[1]()
+
+
+def aggregate_memo(source: Source, agg: Aggregation, key: Hashable) -> tuple[pl.DataFrame, bool]:
+    """``(source.aggregate(agg), read)``, reusing an earlier result for the same data and ``key``.
+
+    ``key`` must determine the summary given the data (e.g. the statistic, its columns and its
+    grid). Only frames registered with :func:`register_stable_frame` are memoised, in a
+    least-recently-used store of at most 32 summaries and 256 MB; ``read`` is False when the
+    result came from memory.
+    """
+    fp = _fingerprint(source)
+    if fp is None:
+        return source.aggregate(agg), True
+    with _MEMO_LOCK:
+        hit = _MEMO.get((fp, key))
+        if hit is not None:
+            _MEMO.move_to_end((fp, key))
+            return hit, False
+    result = source.aggregate(agg)
+    if result.estimated_size() > _MEMO_BYTES // 4:
+        return result, True
+    with _MEMO_LOCK:
+        _MEMO[(fp, key)] = result
+        while len(_MEMO) > _MEMO_SIZE or sum(f.estimated_size() for f in _MEMO.values()) > (
+            _MEMO_BYTES
+        ):
+            _MEMO.popitem(last=False)
+    return result, True
+
+
+def clear_memo() -> None:
+    """Forget every summary kept by :func:`aggregate_memo` (frees their memory)."""
+    with _MEMO_LOCK:
+        _MEMO.clear()
 
 
 def as_source(pairs: Any) -> Source:

@@ -70,7 +70,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shadowlab import schema as S
-from shadowlab.engine import Aggregation, as_source
+from shadowlab.engine import Aggregation, as_source, register_stable_frame
 
 __all__ = [
     "NONFINITE_ERROR",
@@ -531,7 +531,10 @@ def scan_pairs(
     facts = _cached_facts(frame, files)
     if facts.nonfinite_scores:
         frame = frame.with_columns(*_nonfinite_exprs())
-    return _check_ids(frame, files, facts, duplicates, "Pair-log")
+    frame = _check_ids(frame, files, facts, duplicates, "Pair-log")
+    # the frame's rows follow from these files and options: summaries of it may be reused
+    register_stable_frame(frame, lambda: ("scan_pairs", duplicates, _files_key(files)))
+    return frame
 
 
 def _null_count(pf: pq.ParquetFile, path: Path, column: str) -> int:

@@ -37,6 +37,7 @@ from shadowlab.drift import (
     quantile_table,
     wasserstein_distance,
 )
+from shadowlab.logs import scan_pairs
 
 
 def _scipy_ks(a, b, alternative="two-sided", method="auto"):
@@ -194,6 +195,29 @@ def test_ks_on_lazy_columns_and_parquet(tmp_path, rng):
         ks_2samp("primary_scor", S.CANDIDATE_SCORE, data=frame)
     with pytest.raises(ValueError, match="no 'data' was given"):
         ks_2samp("primary_score", "candidate_score")
+
+
+def test_second_statistic_of_the_same_logs_reuses_the_histogram_until_a_file_changes(tmp_path, rng):
+    p, c = rng.beta(2, 5, 4000), rng.beta(2.3, 5, 4000)
+    path = tmp_path / "pairs.parquet"
+    make_pairs(p, c).write_parquet(path)
+    lf = scan_pairs(path)
+    ks = ks_2samp(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=lf)
+    _assert_ks_equal(ks, st.ks_2samp(p, c))
+    # 4 000 values in 65 536 fine bins: the histogram pins every value, no pull is needed
+    assert ks.passes == 1
+    # psi of the same columns of the same logs: the histogram comes from memory, the pull of
+    # the bins holding its cut points reads
+    got = psi(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=lf)
+    fresh = psi(p, c)  # arrays: nothing to reuse
+    assert (got.passes, fresh.passes) == (1, 2) and got.statistic == fresh.statistic
+    # a fresh scan of the same unchanged files is the same data
+    assert psi(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=scan_pairs(path)).passes == 1
+    # the file is replaced (new size and mtime): a scan of it is other data, measured again
+    make_pairs(p[:3000], c[:3000] * 0.5).write_parquet(path)
+    again = ks_2samp(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=scan_pairs(path))
+    assert again.n_reference == 3000  # not the 4 000 rows measured before
+    _assert_ks_equal(again, st.ks_2samp(p[:3000], c[:3000] * 0.5))
 
 
 def test_ks_scores_outside_unit_interval(rng):
@@ -751,8 +775,8 @@ def test_numpy_fold_equals_the_polars_group_by(rng, monkeypatch):
     inp = drift._Input(drift.PolarsSource(frame.lazy()), ["a", "b"])
     for grid in (drift._Grid(0.0, 1.0), drift._Grid(-0.5, 2.0)):
         for with_sum in (False, True):
-            fast = drift._hist_pass(inp, grid, with_sum)
-            slow = _build_only(monkeypatch, drift._hist_pass, inp, grid, with_sum)
+            fast = drift._hist_pass(inp, grid, with_sum)[0]
+            slow = _build_only(monkeypatch, drift._hist_pass, inp, grid, with_sum)[0]
             _assert_same_summary(fast, slow, with_sum)
     # and the fold is what PolarsSource runs when the aggregation offers it
     prepare, fold = drift._hist_fold(["a"], drift._Grid(0.0, 1.0), False)
@@ -785,8 +809,8 @@ def test_grouped_numpy_fold_equals_the_polars_group_by(rng, monkeypatch, dense_g
     inp = drift._Input(drift.PolarsSource(frame.lazy()), ["a", "b"], groups, ["ts", "seg"])
     monkeypatch.setattr(drift, "MAX_DENSE_GROUPS", dense_groups)
     for with_sum in (False, True):
-        fast = drift._hist_pass(inp, drift._Grid(0.0, 1.0), with_sum)
-        slow = _build_only(monkeypatch, drift._hist_pass, inp, drift._Grid(0.0, 1.0), with_sum)
+        fast = drift._hist_pass(inp, drift._Grid(0.0, 1.0), with_sum)[0]
+        slow = _build_only(monkeypatch, drift._hist_pass, inp, drift._Grid(0.0, 1.0), with_sum)[0]
         assert fast.select("window", "seg").n_unique() == 15
         _assert_same_summary(fast, slow, with_sum)
 
