@@ -44,6 +44,7 @@ __all__ = [
     "aggregate_memo",
     "as_source",
     "clear_memo",
+    "frame_facts",
     "merge_partials",
     "register_stable_frame",
 ]
@@ -151,18 +152,22 @@ class PolarsSource:
 # :func:`shadowlab.logs.scan_pairs`: a fingerprint of its options and of every file's path, size
 # and modification time), kept for the process so that a second statistic of the same columns
 # (``ks_2samp`` then ``psi`` in a notebook) does not read the week again.
-_STABLE: dict[int, tuple[weakref.ref[pl.LazyFrame], Callable[[], Hashable]]] = {}
+_STABLE: dict[int, tuple[weakref.ref[pl.LazyFrame], Callable[[], Hashable], dict[str, Any]]] = {}
 _MEMO: OrderedDict[tuple[Hashable, Hashable], pl.DataFrame] = OrderedDict()
 _MEMO_SIZE = 32  # entries, and at most _MEMO_BYTES of summaries
 _MEMO_BYTES = 256 << 20
 _MEMO_LOCK = threading.Lock()
 
 
-def register_stable_frame(frame: pl.LazyFrame, fingerprint: Callable[[], Hashable]) -> None:
+def register_stable_frame(
+    frame: pl.LazyFrame, fingerprint: Callable[[], Hashable], **facts: Any
+) -> None:
     """Declare that ``frame``'s data is determined by ``fingerprint()`` (evaluated at each use).
 
     Frames with equal fingerprints must hold the same rows in the same order; a changed input
     must change the fingerprint. :func:`aggregate_memo` then reuses summaries across calls.
+    ``facts`` are what the registrar established about every row (e.g. ``models``, the one
+    pair of model ids of the files); :func:`frame_facts` returns them.
     """
     key = id(frame)
 
@@ -173,17 +178,28 @@ def register_stable_frame(frame: pl.LazyFrame, fingerprint: Callable[[], Hashabl
                 del _STABLE[key]
 
     with _MEMO_LOCK:
-        _STABLE[key] = (weakref.ref(frame, forget), fingerprint)
+        _STABLE[key] = (weakref.ref(frame, forget), fingerprint, dict(facts))
 
 
-def _fingerprint(source: Source) -> Hashable | None:
+def _stable_entry(source: Source) -> tuple[Any, ...] | None:
     if not isinstance(source, PolarsSource):
         return None
     with _MEMO_LOCK:
         entry = _STABLE.get(id(source.frame))
     if entry is None or entry[0]() is not source.frame:
         return None
-    return entry[1]()
+    return entry
+
+
+def _fingerprint(source: Source) -> Hashable | None:
+    entry = _stable_entry(source)
+    return None if entry is None else entry[1]()
+
+
+def frame_facts(source: Source) -> Mapping[str, Any]:
+    """What :func:`register_stable_frame` recorded about ``source``'s rows (empty if nothing)."""
+    entry = _stable_entry(source)
+    return {} if entry is None else dict(entry[2])
 
 
 def aggregate_memo(source: Source, agg: Aggregation, key: Hashable) -> tuple[pl.DataFrame, bool]:

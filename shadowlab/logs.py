@@ -527,14 +527,16 @@ def scan_pairs(
     _duplicates_iv(duplicates, "scan_pairs")
     files = list_log_files(source)
     frame, footers = _scan_files(files, S.PAIR_SCHEMA, "Pair-log")
-    _check_models(footers)
+    models = _check_models(footers)
     _check_timestamps(footers)
     facts = _cached_facts(frame, files)
     if facts.nonfinite_scores:
         frame = frame.with_columns(*_nonfinite_exprs())
     frame = _check_ids(frame, files, facts, duplicates, "Pair-log")
     # the frame's rows follow from these files and options: summaries of it may be reused
-    register_stable_frame(frame, lambda: ("scan_pairs", duplicates, _files_key(files)))
+    register_stable_frame(
+        frame, lambda: ("scan_pairs", duplicates, _files_key(files)), models=models
+    )
     return frame
 
 
@@ -564,7 +566,8 @@ def _check_timestamps(footers: list[tuple[Path, pq.ParquetFile]]) -> None:
             )
 
 
-def _check_models(footers: list[tuple[Path, pq.ParquetFile]]) -> None:
+def _check_models(footers: list[tuple[Path, pq.ParquetFile]]) -> tuple[str, str] | None:
+    """The one (primary, candidate) model-id pair of every file; None when no file has rows."""
     first: dict[str, tuple[Any, Path]] = {}
     for path, pf in footers:
         if pf.metadata.num_rows == 0:
@@ -595,6 +598,9 @@ def _check_models(footers: list[tuple[Path, pq.ParquetFile]]) -> None:
                     "one model pair. Fix: scan each model pair's files separately (e.g. a "
                     "glob or list per deployment)."
                 )
+    if not first:
+        return None
+    return str(first[S.PRIMARY_MODEL][0]), str(first[S.CANDIDATE_MODEL][0])
 
 
 def _nonfinite_exprs() -> list[pl.Expr]:

@@ -17,7 +17,9 @@ from conftest import make_labels, make_pairs
 
 from shadowlab import schema as S
 from shadowlab.cli import main
+from shadowlab.engine import as_source, frame_facts
 from shadowlab.gate import CHECKS, FAIL, INCONCLUSIVE, PASS, WARN, GateVerdict, run_gate
+from shadowlab.logs import scan_pairs
 from shadowlab.policy import GatePolicy, parse_policy
 from shadowlab.signing import ENV_SIGNING_KEY, generate_keypair
 
@@ -60,6 +62,24 @@ def test_enough_data_counts_and_passes(week):
     assert m["scored_rows"] == 21_000 and m["days"] == 7
     assert m["labelled"] == labels.height
     assert m["audit"] == int(pairs[S.AUDIT].sum())
+
+
+def test_logs_from_files_give_the_same_verdict_without_reading_the_model_ids(week, tmp_path):
+    # scan_pairs validated that every file holds one model pair, so the gate's counting pass and
+    # labelled pull take the ids from it instead of reading the two string columns: the verdict
+    # is the one computed from the in-memory frame (ids read from the rows)
+    pairs, labels = week
+    path = tmp_path / "pairs.parquet"
+    pairs.write_parquet(path)
+    assert frame_facts(as_source(scan_pairs(path)))["models"] == ("fraud:1.0.0", "fraud:2.0.0")
+    assert frame_facts(as_source(pairs)) == {}
+    kw = dict(policy=_policy(), primary_threshold=0.2, candidate_threshold=0.2)
+    from_files = run_gate(scan_pairs(path), labels, **kw).to_dict()
+    in_memory = run_gate(pairs, labels, **kw).to_dict()
+    assert from_files["models"] == {"primary": ["fraud:1.0.0"], "candidate": ["fraud:2.0.0"]}
+    for v in (from_files, in_memory):
+        v.pop("created")
+    assert from_files == in_memory
 
 
 def test_too_little_data_is_inconclusive_and_fails_closed(week):
