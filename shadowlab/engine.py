@@ -39,13 +39,17 @@ import polars as pl
 
 __all__ = [
     "Aggregation",
+    "GroupedSums",
     "PolarsSource",
     "Source",
     "aggregate_memo",
     "as_source",
     "clear_memo",
     "frame_facts",
+    "fuse",
+    "grouped_sums",
     "merge_partials",
+    "project",
     "register_stable_frame",
 ]
 
@@ -85,6 +89,132 @@ class Aggregation:
     reduce: Mapping[str, Reduce] = field(default_factory=dict)
     prepare: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None
     fold: Callable[[Iterable[pl.DataFrame]], pl.DataFrame] | None = None
+    spec: GroupedSums | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupedSums:
+    """The declarative form of the commonest summary: per group of ``keys``, the sum of each of
+    ``sums`` over the rows where ``where`` holds (``None`` in ``sums``: count those rows).
+
+    Build one with :func:`grouped_sums`. Being declarative, several of them can be computed in
+    one read of the data (:func:`fuse`) and each recovered exactly (:func:`project`).
+    """
+
+    keys: tuple[tuple[str, pl.Expr], ...]
+    sums: tuple[tuple[str, pl.Expr | None], ...]
+    where: pl.Expr | None = None
+
+    def signature(self) -> str:
+        """The exact definition (every expression serialised): equal signatures, equal sums."""
+
+        def ser(e: pl.Expr | None) -> str:
+            return "-" if e is None else e.meta.serialize(format="json")
+
+        parts = [f"{n}={ser(e)}" for n, e in self.keys]
+        parts += ["|", *(f"{n}={ser(e)}" for n, e in self.sums), "|", ser(self.where)]
+        return "\n".join(parts)
+
+
+def _sum_exprs(spec: GroupedSums, where: pl.Expr | None, prefix: str = "") -> list[pl.Expr]:
+    out = []
+    for name, e in spec.sums:
+        if e is None:
+            x = pl.len() if where is None else where.cast(pl.Int64).sum()
+        else:
+            # when/then (null elsewhere, which sum skips) is far cheaper than a filter per group
+            x = e.sum() if where is None else pl.when(where).then(e).sum()
+        out.append(x.cast(pl.Int64).alias(prefix + name) if e is None else x.alias(prefix + name))
+    return out
+
+
+def grouped_sums(
+    keys: Mapping[str, pl.Expr],
+    sums: Mapping[str, pl.Expr | None],
+    where: pl.Expr | None = None,
+) -> Aggregation:
+    """An :class:`Aggregation` of sums per group, with its declarative :class:`GroupedSums`.
+
+    Parameters
+    ----------
+    keys : mapping of str to polars Expr
+        Group columns and the row-wise expressions that compute them.
+    sums : mapping of str to polars Expr or None
+        Output columns: the sum of each row-wise expression, or (``None``) the row count as
+        Int64. Sums of integers merge exactly.
+    where : polars Expr, optional
+        Only rows where it is true count; groups without such a row are absent.
+
+    Returns
+    -------
+    Aggregation
+        Keyed by ``keys``, every column reduced by ``sum``; ``spec`` set.
+    """
+    spec = GroupedSums(tuple(keys.items()), tuple(sums.items()), where)
+
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        frame = lf if where is None else lf.filter(where)
+        if not spec.keys:  # one row, zeros when no row counts
+            return frame.select(_sum_exprs(spec, None))
+        return frame.group_by([e.alias(n) for n, e in spec.keys]).agg(_sum_exprs(spec, None))
+
+    return Aggregation(
+        build=build,
+        keys=tuple(keys),
+        reduce={n: "sum" for n, _ in spec.sums},
+        spec=spec,
+    )
+
+
+_HITS = "__rows"
+
+
+def fuse(aggs: Sequence[Aggregation]) -> Aggregation:
+    """One aggregation computing every :func:`grouped_sums` of ``aggs`` in a single read.
+
+    It groups by the union of their keys (a key name must have the same expression in all);
+    aggregation ``i``'s columns are prefixed ``"{i}:"``, with a row count ``"{i}:__rows"`` of
+    the rows its ``where`` admits. :func:`project` recovers each one exactly.
+    """
+    keys: dict[str, pl.Expr] = {}
+    exprs: list[pl.Expr] = []
+    reduce: dict[str, Reduce] = {}
+    for i, agg in enumerate(aggs):
+        if agg.spec is None:
+            raise ValueError("fuse() needs aggregations made by grouped_sums().")
+        for name, e in agg.spec.keys:
+            seen = keys.setdefault(name, e)
+            if not seen.meta.eq(e):
+                raise ValueError(f"fuse(): key {name!r} has two different expressions.")
+        where = agg.spec.where
+        exprs += _sum_exprs(agg.spec, where, f"{i}:")
+        hits = pl.len() if where is None else where.cast(pl.Int64).sum()
+        exprs.append(hits.cast(pl.Int64).alias(f"{i}:{_HITS}"))
+        reduce.update({f"{i}:{n}": "sum" for n, _ in agg.spec.sums})
+        reduce[f"{i}:{_HITS}"] = "sum"
+
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        if not keys:
+            return lf.select(exprs)
+        return lf.group_by([e.alias(n) for n, e in keys.items()]).agg(exprs)
+
+    return Aggregation(build=build, keys=tuple(keys), reduce=reduce)
+
+
+def project(fused: pl.DataFrame, aggs: Sequence[Aggregation], i: int) -> pl.DataFrame:
+    """Aggregation ``i`` of ``aggs`` from the merged result of ``fuse(aggs)``: the frame
+    ``merge_partials`` gives for it alone (same rows, columns, types and order)."""
+    spec = aggs[i].spec
+    assert spec is not None
+    keys = [n for n, _ in spec.keys]
+    if fused.height == 0:
+        return pl.DataFrame()
+    sums = [pl.col(f"{i}:{n}").sum().alias(n) for n, _ in spec.sums]
+    if not keys:  # like its own build: one row, zeros when no row counts
+        return fused.select(sums)
+    hits = pl.col(f"{i}:{_HITS}").sum().alias(_HITS)
+    out = fused.lazy().group_by(keys).agg(*sums, hits).filter(pl.col(_HITS) > 0).drop(_HITS)
+    return out.sort(keys).collect()
 
 
 def merge_partials(partials: Iterable[pl.DataFrame], agg: Aggregation) -> pl.DataFrame:

@@ -58,7 +58,15 @@ import numpy as np
 import polars as pl
 
 from shadowlab import schema as S
-from shadowlab.engine import Aggregation, Source, as_source, frame_facts
+from shadowlab.engine import (
+    Aggregation,
+    Source,
+    as_source,
+    frame_facts,
+    fuse,
+    grouped_sums,
+    project,
+)
 from shadowlab.logs import id_probe
 from shadowlab.policy import GatePolicy
 
@@ -485,26 +493,67 @@ def _latency_aggregation(segments: Sequence[str]) -> Aggregation:
 
 
 def _trigger_aggregation(ctx: _Context) -> Aggregation:
-    keys = (_DAY, *ctx.segments)
-    p, c = pl.col(S.PRIMARY_SCORE), pl.col(S.CANDIDATE_SCORE)
-    both = p.is_not_null() & c.is_not_null()
-    pf, cf = ctx.flags(S.PRIMARY), ctx.flags(S.CANDIDATE)
-
-    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
-        return _as_date(
-            lf.filter(both)
-            .with_columns(_utc_day_key(), *_segment_keys(ctx.segments))
-            .group_by(list(keys))
-            .agg(
-                pl.len().cast(pl.Int64).alias("n"),
-                pf.sum().cast(pl.Int64).alias("p_flags"),
-                cf.sum().cast(pl.Int64).alias("c_flags"),
-            )
-        )
-
-    return Aggregation(
-        build=build, keys=keys, reduce={"n": "sum", "p_flags": "sum", "c_flags": "sum"}
+    """Rows with both scores and each model's flags per (UTC day number, segments)."""
+    both = pl.col(S.PRIMARY_SCORE).is_not_null() & pl.col(S.CANDIDATE_SCORE).is_not_null()
+    return grouped_sums(
+        {_DAY: _utc_day_key(), **{e.meta.output_name(): e for e in _segment_keys(ctx.segments)}},
+        {
+            "n": None,
+            "p_flags": ctx.flags(S.PRIMARY).cast(pl.Int64),
+            "c_flags": ctx.flags(S.CANDIDATE).cast(pl.Int64),
+        },
+        where=both,
     )
+
+
+def _load_replay_aggregation(ctx: _Context, t2: float) -> Aggregation:
+    """The one pass of the load check's :func:`shadowlab.load.simulate_load` call."""
+    from shadowlab.load import load_aggregation
+
+    return load_aggregation(
+        {"v1": (S.PRIMARY, ctx.primary_threshold), "v2": (S.CANDIDATE, t2)},
+        interval=ctx.policy.review.interval,
+        baseline="v1",
+    )
+
+
+@dataclass(frozen=True)
+class _Prefetched:
+    """A source whose listed aggregations were already computed (in one fused read)."""
+
+    source: Source
+    results: Mapping[str, pl.DataFrame]
+    engine: str = "prefetched"
+
+    def aggregate(self, agg: Aggregation) -> pl.DataFrame:
+        if agg.spec is not None and (hit := self.results.get(agg.spec.signature())) is not None:
+            return hit
+        return self.source.aggregate(agg)
+
+    def pull(self, predicate: pl.Expr, columns: Sequence[str]) -> pl.DataFrame:
+        return self.source.pull(predicate, columns)
+
+    def collect_schema(self) -> Mapping[str, Any]:
+        return self.source.collect_schema()
+
+
+def _flag_pass(ctx: _Context) -> None:
+    """Trigger parity's flags per (day, segment) and the load replay's per-interval arrivals
+    from one read of the pairs (:func:`shadowlab.engine.fuse`) instead of two; each check then
+    finds its summary in ``ctx.cache``, identical to what its own pass gives."""
+    checks = ctx.policy.checks
+    wanted = (checks.trigger_parity.severity, checks.load.severity)
+    if ctx.candidate_threshold is None or "off" in wanted:
+        return
+    aggs = [_trigger_aggregation(ctx), _load_replay_aggregation(ctx, ctx.candidate_threshold)]
+    try:
+        fused = ctx.source.aggregate(fuse(aggs))
+    except Exception:  # each check then runs (and reports on) its own pass
+        return
+    ctx.cache["prefetched"] = {
+        agg.spec.signature(): project(fused, aggs, i)  # type: ignore[union-attr]
+        for i, agg in enumerate(aggs)
+    }
 
 
 def _p99(bins: np.ndarray, counts: np.ndarray, q: float = 0.99) -> float | None:
@@ -777,7 +826,9 @@ def _distance(ratio: float) -> float:
 def _check_trigger_parity(ctx: _Context) -> CheckResult:
     pol = ctx.policy.checks.trigger_parity
     _need_candidate_threshold(ctx)
-    t = ctx.source.aggregate(_trigger_aggregation(ctx))
+    t = _source(ctx).aggregate(_trigger_aggregation(ctx))
+    if t.height:
+        t = _as_date(t.lazy()).collect()
     if t.height == 0 or int(t["n"].sum()) == 0:
         raise _Inconclusive("no request has both scores")
     n, pf, cf = (int(t[k].sum()) for k in ("n", "p_flags", "c_flags"))
@@ -877,6 +928,12 @@ def _check_trigger_parity(ctx: _Context) -> CheckResult:
     )
 
 
+def _source(ctx: _Context) -> Source:
+    """The pairs, with the summaries :func:`_flag_pass` computed ahead."""
+    done = ctx.cache.get("prefetched")
+    return _Prefetched(ctx.source, done) if done else ctx.source
+
+
 def _need_candidate_threshold(ctx: _Context) -> float:
     if ctx.candidate_threshold is None:
         raise _Inconclusive(ctx.calibration_error or "v2's threshold could not be determined")
@@ -908,7 +965,7 @@ def _check_load(ctx: _Context) -> CheckResult:
         target_utilisation=r.target_utilisation,
     )
     report = simulate_load(
-        ctx.source,
+        _source(ctx),
         {"v1": (S.PRIMARY, ctx.primary_threshold), "v2": (S.CANDIDATE, t2)},
         capacity,
         sla=dt.timedelta(minutes=r.sla_minutes),
@@ -1528,6 +1585,7 @@ def run_gate(
     ctx.counts = _count(ctx)
     step("threshold")
     _choose_candidate_threshold(ctx)
+    _flag_pass(ctx)
     results, skipped = [], []
     for name in CHECKS:
         step(name)

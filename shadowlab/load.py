@@ -119,7 +119,7 @@ import numpy as np
 import polars as pl
 
 from shadowlab import schema as S
-from shadowlab.engine import Aggregation, as_source
+from shadowlab.engine import Aggregation, as_source, grouped_sums
 
 __all__ = [
     "LoadReport",
@@ -381,24 +381,18 @@ def load_aggregation(
     base_model, base_t = pol[base]
     audit = pl.col(S.AUDIT).fill_null(False)
     base_flag = (pl.col(S.score_column(base_model)) >= base_t).fill_null(False)
-    exprs = [pl.len().cast(pl.Int64).alias("rows")]
-    reduce = {"rows": "sum"}
+    sums: dict[str, pl.Expr | None] = {"rows": None}
     for i, (model, t) in enumerate(pol.values()):
         score = pl.col(S.score_column(model))
         flag = audit | pl.when(score.is_null()).then(base_flag).otherwise(score >= t)
-        exprs.append(flag.cast(pl.Int64).sum().alias(f"arrivals_{i}"))
-        exprs.append((score.is_null() & ~audit).cast(pl.Int64).sum().alias(f"null_{i}"))
-        reduce[f"arrivals_{i}"] = "sum"
-        reduce[f"null_{i}"] = "sum"
-
-    def build(frame: pl.LazyFrame) -> pl.LazyFrame:
-        return (
-            frame.filter(pl.col(S.TS).is_not_null())
-            .group_by((pl.col(S.TS).dt.epoch("us") // interval_us).alias("interval"))
-            .agg(exprs)
-        )
-
-    return Aggregation(build=build, keys=("interval",), reduce=reduce)
+        sums[f"arrivals_{i}"] = flag.cast(pl.Int64)
+        sums[f"null_{i}"] = (score.is_null() & ~audit).cast(pl.Int64)
+    # declarative (grouped_sums), so a caller can compute it in one read with other sums
+    return grouped_sums(
+        {"interval": pl.col(S.TS).dt.epoch("us") // interval_us},
+        sums,
+        where=pl.col(S.TS).is_not_null(),
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ import polars as pl
 import pytest
 from conftest import make_labels, make_pairs
 
+import shadowlab.gate as gate_module
 from shadowlab import schema as S
 from shadowlab.cli import main
-from shadowlab.engine import as_source, frame_facts
+from shadowlab.engine import PolarsSource, as_source, frame_facts
 from shadowlab.gate import CHECKS, FAIL, INCONCLUSIVE, PASS, WARN, GateVerdict, run_gate
 from shadowlab.logs import scan_pairs
 from shadowlab.policy import GatePolicy, parse_policy
@@ -80,6 +81,30 @@ def test_logs_from_files_give_the_same_verdict_without_reading_the_model_ids(wee
     for v in (from_files, in_memory):
         v.pop("created")
     assert from_files == in_memory
+
+
+def test_one_read_for_trigger_parity_and_load_gives_their_own_results(week, monkeypatch):
+    # after the threshold, trigger parity's flags and the load replay's arrivals come from one
+    # fused read (engine.fuse); each check must report what its own pass would have given
+    pairs, labels = week
+    kw = dict(
+        policy=_policy(off=("outputs", "accuracy", "feedback")),
+        primary_threshold=0.2,
+        candidate_threshold=0.25,
+    )
+    passes = []
+    real = PolarsSource.aggregate
+    monkeypatch.setattr(PolarsSource, "aggregate", lambda s, a: passes.append(a) or real(s, a))
+    fused = run_gate(pairs, labels, **kw).to_dict()
+    fused_reads = len(passes)
+    monkeypatch.setattr(gate_module, "_flag_pass", lambda ctx: None)
+    passes.clear()
+    alone = run_gate(pairs, labels, **kw).to_dict()
+    assert fused_reads == len(passes) - 1
+    assert fused["checks"][2]["name"] == "trigger_parity" and fused["checks"][3]["name"] == "load"
+    for v in (fused, alone):
+        v.pop("created")
+    assert fused == alone
 
 
 def test_too_little_data_is_inconclusive_and_fails_closed(week):
