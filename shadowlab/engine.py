@@ -94,15 +94,15 @@ class Aggregation:
 
 @dataclass(frozen=True, slots=True)
 class GroupedSums:
-    """The declarative form of the commonest summary: per group of ``keys``, the sum of each of
-    ``sums`` over the rows where ``where`` holds (``None`` in ``sums``: count those rows).
+    """The declarative form of the commonest summary: per group of ``keys``, the sum (or the
+    minimum, or the maximum) of row-wise expressions over the rows where ``where`` holds.
 
     Build one with :func:`grouped_sums`. Being declarative, several of them can be computed in
     one read of the data (:func:`fuse`) and each recovered exactly (:func:`project`).
     """
 
     keys: tuple[tuple[str, pl.Expr], ...]
-    sums: tuple[tuple[str, pl.Expr | None], ...]
+    columns: tuple[tuple[str, pl.Expr | None, Reduce], ...]  # None: row count (sum only)
     where: pl.Expr | None = None
 
     def signature(self) -> str:
@@ -112,26 +112,37 @@ class GroupedSums:
             return "-" if e is None else e.meta.serialize(format="json")
 
         parts = [f"{n}={ser(e)}" for n, e in self.keys]
-        parts += ["|", *(f"{n}={ser(e)}" for n, e in self.sums), "|", ser(self.where)]
-        return "\n".join(parts)
+        parts += ["|", *(f"{n}:{how}={ser(e)}" for n, e, how in self.columns)]
+        return "\n".join([*parts, "|", ser(self.where)])
 
 
-def _sum_exprs(spec: GroupedSums, where: pl.Expr | None, prefix: str = "") -> list[pl.Expr]:
+def _column_exprs(spec: GroupedSums, where: pl.Expr | None, prefix: str = "") -> list[pl.Expr]:
     out = []
-    for name, e in spec.sums:
+    for name, e, how in spec.columns:
         if e is None:
             x = pl.len() if where is None else where.cast(pl.Int64).sum()
-        else:
-            # when/then (null elsewhere, which sum skips) is far cheaper than a filter per group
-            x = e.sum() if where is None else pl.when(where).then(e).sum()
-        out.append(x.cast(pl.Int64).alias(prefix + name) if e is None else x.alias(prefix + name))
+            out.append(x.cast(pl.Int64).alias(prefix + name))
+            continue
+        # when/then (null elsewhere, which the reductions skip) is far cheaper than a filter
+        x = e if where is None else pl.when(where).then(e)
+        out.append(_REDUCERS_OF[how](x).alias(prefix + name))
     return out
+
+
+_REDUCERS_OF: dict[str, Callable[[pl.Expr], pl.Expr]] = {
+    "sum": lambda e: e.sum(),
+    "min": lambda e: e.min(),
+    "max": lambda e: e.max(),
+}
 
 
 def grouped_sums(
     keys: Mapping[str, pl.Expr],
     sums: Mapping[str, pl.Expr | None],
     where: pl.Expr | None = None,
+    *,
+    mins: Mapping[str, pl.Expr] | None = None,
+    maxs: Mapping[str, pl.Expr] | None = None,
 ) -> Aggregation:
     """An :class:`Aggregation` of sums per group, with its declarative :class:`GroupedSums`.
 
@@ -144,24 +155,29 @@ def grouped_sums(
         Int64. Sums of integers merge exactly.
     where : polars Expr, optional
         Only rows where it is true count; groups without such a row are absent.
+    mins, maxs : mapping of str to polars Expr, optional
+        Further output columns: the minimum (maximum) of each row-wise expression.
 
     Returns
     -------
     Aggregation
-        Keyed by ``keys``, every column reduced by ``sum``; ``spec`` set.
+        Keyed by ``keys``, columns in the order sums, mins, maxs; ``spec`` set.
     """
-    spec = GroupedSums(tuple(keys.items()), tuple(sums.items()), where)
+    cols: list[tuple[str, pl.Expr | None, Reduce]] = [(n, e, "sum") for n, e in sums.items()]
+    cols += [(n, e, "min") for n, e in (mins or {}).items()]
+    cols += [(n, e, "max") for n, e in (maxs or {}).items()]
+    spec = GroupedSums(tuple(keys.items()), tuple(cols), where)
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
         frame = lf if where is None else lf.filter(where)
         if not spec.keys:  # one row, zeros when no row counts
-            return frame.select(_sum_exprs(spec, None))
-        return frame.group_by([e.alias(n) for n, e in spec.keys]).agg(_sum_exprs(spec, None))
+            return frame.select(_column_exprs(spec, None))
+        return frame.group_by([e.alias(n) for n, e in spec.keys]).agg(_column_exprs(spec, None))
 
     return Aggregation(
         build=build,
         keys=tuple(keys),
-        reduce={n: "sum" for n, _ in spec.sums},
+        reduce={n: how for n, _, how in spec.columns},
         spec=spec,
     )
 
@@ -174,7 +190,9 @@ def fuse(aggs: Sequence[Aggregation]) -> Aggregation:
 
     It groups by the union of their keys (a key name must have the same expression in all);
     aggregation ``i``'s columns are prefixed ``"{i}:"``, with a row count ``"{i}:__rows"`` of
-    the rows its ``where`` admits. :func:`project` recovers each one exactly.
+    the rows its ``where`` admits. :func:`project` recovers each one exactly. The union of keys
+    should stay small: a key of one that is a function of another's (a day and the 5-minute
+    interval holding it) adds no groups.
     """
     keys: dict[str, pl.Expr] = {}
     exprs: list[pl.Expr] = []
@@ -187,10 +205,10 @@ def fuse(aggs: Sequence[Aggregation]) -> Aggregation:
             if not seen.meta.eq(e):
                 raise ValueError(f"fuse(): key {name!r} has two different expressions.")
         where = agg.spec.where
-        exprs += _sum_exprs(agg.spec, where, f"{i}:")
+        exprs += _column_exprs(agg.spec, where, f"{i}:")
         hits = pl.len() if where is None else where.cast(pl.Int64).sum()
         exprs.append(hits.cast(pl.Int64).alias(f"{i}:{_HITS}"))
-        reduce.update({f"{i}:{n}": "sum" for n, _ in agg.spec.sums})
+        reduce.update({f"{i}:{n}": how for n, _, how in agg.spec.columns})
         reduce[f"{i}:{_HITS}"] = "sum"
 
     def build(lf: pl.LazyFrame) -> pl.LazyFrame:
@@ -209,11 +227,11 @@ def project(fused: pl.DataFrame, aggs: Sequence[Aggregation], i: int) -> pl.Data
     keys = [n for n, _ in spec.keys]
     if fused.height == 0:
         return pl.DataFrame()
-    sums = [pl.col(f"{i}:{n}").sum().alias(n) for n, _ in spec.sums]
+    cols = [_REDUCERS_OF[how](pl.col(f"{i}:{n}")).alias(n) for n, _, how in spec.columns]
     if not keys:  # like its own build: one row, zeros when no row counts
-        return fused.select(sums)
+        return fused.select(cols)
     hits = pl.col(f"{i}:{_HITS}").sum().alias(_HITS)
-    out = fused.lazy().group_by(keys).agg(*sums, hits).filter(pl.col(_HITS) > 0).drop(_HITS)
+    out = fused.lazy().group_by(keys).agg(*cols, hits).filter(pl.col(_HITS) > 0).drop(_HITS)
     return out.sort(keys).collect()
 
 

@@ -368,34 +368,40 @@ def _model_columns(models: tuple[str, str] | None) -> list[pl.Expr]:
 def _count_aggregation(
     segments: Sequence[str], models: tuple[str, str] | None = None
 ) -> Aggregation:
-    """One counting pass keyed by (day, segments, model ids); the label counts come from
-    :func:`_labelled_counts`. With ``models`` known the model ids are not read."""
-    keys = (_DAY, *segments, S.PRIMARY_MODEL, S.CANDIDATE_MODEL)
+    """The counts keyed by (UTC day number, segments[, model ids]); :func:`_finish_counts`
+    dates the days and (with ``models`` known, then not read) adds the model-id columns; the
+    label counts come from :func:`_labelled_counts`."""
+    p, c = pl.col(S.PRIMARY_SCORE), pl.col(S.CANDIDATE_SCORE)
+    keys = {_DAY: _utc_day_key(), **{e.meta.output_name(): e for e in _segment_keys(segments)}}
+    if models is None:
+        keys.update({S.PRIMARY_MODEL: pl.col(S.PRIMARY_MODEL)})
+        keys.update({S.CANDIDATE_MODEL: pl.col(S.CANDIDATE_MODEL)})
     i64 = pl.Int64
+    return grouped_sums(
+        keys,
+        {
+            "rows": None,
+            "scored": (p.is_not_null() & c.is_not_null()).cast(i64),
+            "c_error": pl.col(S.CANDIDATE_ERROR).is_not_null().cast(i64),
+            "p_error": pl.col(S.PRIMARY_ERROR).is_not_null().cast(i64),
+            "c_null": c.is_null().cast(i64),
+            "p_null": p.is_null().cast(i64),
+            "audit": pl.col(S.AUDIT).fill_null(False).cast(i64),
+        },
+        mins={"ts_min": pl.col(S.TS)},
+        maxs={"ts_max": pl.col(S.TS)},
+    )
 
-    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
-        frame = lf.with_columns(_utc_day_key(), *_segment_keys(segments))
-        p, c = pl.col(S.PRIMARY_SCORE), pl.col(S.CANDIDATE_SCORE)
-        both = p.is_not_null() & c.is_not_null()
-        read = keys if models is None else keys[:-2]
-        counted = frame.group_by(list(read)).agg(
-            pl.len().cast(i64).alias("rows"),
-            both.sum().cast(i64).alias("scored"),
-            pl.col(S.CANDIDATE_ERROR).is_not_null().sum().cast(i64).alias("c_error"),
-            pl.col(S.PRIMARY_ERROR).is_not_null().sum().cast(i64).alias("p_error"),
-            c.is_null().sum().cast(i64).alias("c_null"),
-            p.is_null().sum().cast(i64).alias("p_null"),
-            pl.col(S.AUDIT).fill_null(False).sum().cast(i64).alias("audit"),
-            pl.col(S.TS).min().alias("ts_min"),
-            pl.col(S.TS).max().alias("ts_max"),
-        )
-        if models is not None:
-            counted = counted.with_columns(_model_columns(models))
-        return _as_date(counted)
 
-    reduce = dict.fromkeys(_COUNT_KEYS, "sum")
-    reduce.update(ts_min="min", ts_max="max")
-    return Aggregation(build=build, keys=keys, reduce=reduce)
+def _finish_counts(counts: pl.DataFrame, models: tuple[str, str] | None) -> pl.DataFrame:
+    if counts.height == 0:
+        return counts
+    if models is not None:
+        counts = counts.with_columns(_model_columns(models))
+    keys = [c for c in counts.columns if c not in (*_COUNT_KEYS, "ts_min", "ts_max")]
+    keys = [k for k in keys if k not in (S.PRIMARY_MODEL, S.CANDIDATE_MODEL)]
+    order = [*keys, S.PRIMARY_MODEL, S.CANDIDATE_MODEL, *_COUNT_KEYS, "ts_min", "ts_max"]
+    return _as_date(counts.lazy()).select(order).collect()
 
 
 _LABELLED_PAIR_COLUMNS = (
@@ -537,23 +543,30 @@ class _Prefetched:
         return self.source.collect_schema()
 
 
-def _flag_pass(ctx: _Context) -> None:
-    """Trigger parity's flags per (day, segment) and the load replay's per-interval arrivals
-    from one read of the pairs (:func:`shadowlab.engine.fuse`) instead of two; each check then
-    finds its summary in ``ctx.cache``, identical to what its own pass gives."""
+def _one_read(ctx: _Context) -> None:
+    """The counts, and with a v2 threshold trigger parity's flags per (day, segment) and the
+    load replay's per-interval arrivals, from one read of the pairs
+    (:func:`shadowlab.engine.fuse`) instead of three. ``ctx.counts`` gets the counts; the two
+    checks find their summaries in ``ctx.cache``, identical to what their own passes give."""
+    models = frame_facts(ctx.source).get("models")
+    aggs = [_count_aggregation(ctx.segments, models)]
     checks = ctx.policy.checks
     wanted = (checks.trigger_parity.severity, checks.load.severity)
-    if ctx.candidate_threshold is None or "off" in wanted:
-        return
-    aggs = [_trigger_aggregation(ctx), _load_replay_aggregation(ctx, ctx.candidate_threshold)]
+    if ctx.candidate_threshold is not None and "off" not in wanted:
+        aggs += [_trigger_aggregation(ctx), _load_replay_aggregation(ctx, ctx.candidate_threshold)]
     try:
         fused = ctx.source.aggregate(fuse(aggs))
-    except Exception:  # each check then runs (and reports on) its own pass
-        return
-    ctx.cache["prefetched"] = {
-        agg.spec.signature(): project(fused, aggs, i)  # type: ignore[union-attr]
-        for i, agg in enumerate(aggs)
-    }
+    except Exception:  # the counts alone, raising what is wrong; each check runs its own pass
+        fused, aggs = None, aggs[:1]
+    counts = project(fused, aggs, 0) if fused is not None else ctx.source.aggregate(aggs[0])
+    ctx.counts = _labelled_counts(
+        _finish_counts(counts, models), ctx.cache.pop("labelled_for_counts", None), ctx.segments
+    )
+    if fused is not None and len(aggs) > 1:
+        ctx.cache["prefetched"] = {
+            agg.spec.signature(): project(fused, aggs, i)  # type: ignore[union-attr]
+            for i, agg in enumerate(aggs[1:], start=1)
+        }
 
 
 def _p99(bins: np.ndarray, counts: np.ndarray, q: float = 0.99) -> float | None:
@@ -929,7 +942,7 @@ def _check_trigger_parity(ctx: _Context) -> CheckResult:
 
 
 def _source(ctx: _Context) -> Source:
-    """The pairs, with the summaries :func:`_flag_pass` computed ahead."""
+    """The pairs, with the summaries :func:`_one_read` computed ahead."""
     done = ctx.cache.get("prefetched")
     return _Prefetched(ctx.source, done) if done else ctx.source
 
@@ -1435,18 +1448,17 @@ def _label_ids(labels: pl.DataFrame | None) -> pl.Series | None:
     return labels[S.REQUEST_ID].unique()  # a hash-set probe: no order needed
 
 
-def _count(ctx: _Context) -> pl.DataFrame:
-    """The counting pass plus the labelled pairs' counts. The labelled pairs (one pull) are kept
-    in ``ctx.cache`` for the accuracy check, which would otherwise pull them again."""
-    models = frame_facts(ctx.source).get("models")
-    counts = ctx.source.aggregate(_count_aggregation(ctx.segments, models))
+def _pull_labels(ctx: _Context) -> None:
+    """One pull of the labelled and audited pairs (:func:`_pull_labelled`), kept in
+    ``ctx.cache`` for the counts, the accuracy check and the feedback check."""
     label_ids = _label_ids(ctx.labels)
-    labelled = None
-    if label_ids is not None:
-        labelled, pulled = _pull_labelled(ctx.source, label_ids, ctx.segments, models)
-        ctx.cache["labelled_pairs"] = labelled.select(_LABELLED_PAIR_COLUMNS)
-        ctx.cache["feedback_pairs"] = pulled
-    return _labelled_counts(counts, labelled, ctx.segments)
+    if label_ids is None:
+        return
+    models = frame_facts(ctx.source).get("models")
+    labelled, pulled = _pull_labelled(ctx.source, label_ids, ctx.segments, models)
+    ctx.cache["labelled_for_counts"] = labelled
+    ctx.cache["labelled_pairs"] = labelled.select(_LABELLED_PAIR_COLUMNS)
+    ctx.cache["feedback_pairs"] = pulled
 
 
 def _choose_candidate_threshold(ctx: _Context) -> None:
@@ -1582,10 +1594,10 @@ def run_gate(
     )
     step = progress or (lambda name: None)
     step("counting")
-    ctx.counts = _count(ctx)
+    _pull_labels(ctx)
     step("threshold")
     _choose_candidate_threshold(ctx)
-    _flag_pass(ctx)
+    _one_read(ctx)
     results, skipped = [], []
     for name in CHECKS:
         step(name)

@@ -29,10 +29,17 @@ def _aggs():
         {"n": None, "big": (pl.col("x") > 40).cast(pl.Int64), "x": pl.col("x")},
         where=pl.col("y") > 0.3,
     )
-    by_block = grouped_sums({"block": pl.col("t") // 1000}, {"rows": None, "x": pl.col("x")})
+    by_block = grouped_sums(
+        {"block": pl.col("t") // 1000},
+        {"rows": None, "x": pl.col("x")},
+        mins={"t_min": pl.col("t")},
+        maxs={"y_max": pl.col("y"), "x_max": pl.col("x")},
+    )
     # a filter no row of a group passes: the group is absent, as in its own pass
     rare = grouped_sums({"hour": hour}, {"n": None}, where=pl.col("y") > 0.999)
-    total = grouped_sums({}, {"n": None, "x": pl.col("x")}, where=pl.col("y") < 0.0)
+    total = grouped_sums(
+        {}, {"n": None, "x": pl.col("x")}, where=pl.col("y") < 0.0, mins={"t": pl.col("t")}
+    )
     return [by_hour, by_block, rare, total]
 
 
@@ -65,7 +72,11 @@ def test_one_fused_read_gives_each_summary_exactly(frame):
     for i, agg in enumerate(aggs):
         assert project(merged, aggs, i).equals(source.aggregate(agg)), i
     # the keyless sum with no admitted row is one row of zeros, as its own pass gives
-    assert project(fused, aggs, 3).rows() == [(0, 0)]
+    assert project(fused, aggs, 3).rows() == [(0, 0, None)]
+    block = project(fused, aggs, 1)
+    assert block.columns == ["block", "rows", "x", "t_min", "y_max", "x_max"]
+    want = frame.group_by((pl.col("t") // 1000).alias("block")).agg(pl.col("t").min()).sort("block")
+    assert block["t_min"].to_list() == want["t"].to_list()
     assert project(fused, aggs, 2).height < 100
 
 

@@ -83,9 +83,9 @@ def test_logs_from_files_give_the_same_verdict_without_reading_the_model_ids(wee
     assert from_files == in_memory
 
 
-def test_one_read_for_trigger_parity_and_load_gives_their_own_results(week, monkeypatch):
-    # after the threshold, trigger parity's flags and the load replay's arrivals come from one
-    # fused read (engine.fuse); each check must report what its own pass would have given
+def test_one_read_for_counts_trigger_parity_and_load_gives_their_own_results(week, monkeypatch):
+    # after the threshold, the counts, trigger parity's flags and the load replay's arrivals
+    # come from one fused read (engine.fuse); each must be what its own pass would have given
     pairs, labels = week
     kw = dict(
         policy=_policy(off=("outputs", "accuracy", "feedback")),
@@ -97,10 +97,14 @@ def test_one_read_for_trigger_parity_and_load_gives_their_own_results(week, monk
     monkeypatch.setattr(PolarsSource, "aggregate", lambda s, a: passes.append(a) or real(s, a))
     fused = run_gate(pairs, labels, **kw).to_dict()
     fused_reads = len(passes)
-    monkeypatch.setattr(gate_module, "_flag_pass", lambda ctx: None)
+
+    def no_fusion(aggs):
+        raise RuntimeError("no fusion")
+
+    monkeypatch.setattr(gate_module, "fuse", no_fusion)  # the fallback: a pass for each
     passes.clear()
     alone = run_gate(pairs, labels, **kw).to_dict()
-    assert fused_reads == len(passes) - 1
+    assert fused_reads == len(passes) - 2
     assert fused["checks"][2]["name"] == "trigger_parity" and fused["checks"][3]["name"] == "load"
     for v in (fused, alone):
         v.pop("created")
