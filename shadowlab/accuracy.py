@@ -37,7 +37,7 @@ import polars as pl
 from scipy import sparse
 
 from shadowlab import schema as S
-from shadowlab.engine import Aggregation, as_source, grouped_sums
+from shadowlab.engine import Aggregation, as_source
 from shadowlab.thresholds import _result_to_dict, wilson_interval
 
 if TYPE_CHECKING:
@@ -758,46 +758,6 @@ def _trust(
 # -- the public function -------------------------------------------------------------------------
 
 
-_FIXED = float(2**32)
-"""Scale of the label-free sums: each probability is summed as ``round(p * 2**32)`` in Int64, so
-the sums are exact whatever the order rows are merged in (any engine, any partitioning, a fused
-read); 2**-33 error a row, and room for 2**31 rows."""
-
-
-def _valid_pair() -> pl.Expr:
-    return pl.col(S.PRIMARY_SCORE).is_finite().fill_null(False) & pl.col(
-        S.CANDIDATE_SCORE
-    ).is_finite().fill_null(False)
-
-
-def _totals_aggregation(
-    thresholds: dict[str, float], inclusive: bool, isos: dict[str, Any]
-) -> Aggregation:
-    """Pass 1 of :func:`operating_point_metrics`: pair, audit and flag counts and the label-free
-    sums of each model's probabilities (raw; isotonic where ``isos`` has a fit), one row."""
-    valid = _valid_pair()
-    i64 = pl.Int64
-    sums: dict[str, pl.Expr | None] = {
-        "rows": None,
-        "pairs": valid.cast(i64),
-        "audit": (valid & pl.col(S.AUDIT).fill_null(False)).cast(i64),
-    }
-    versions = [(m, "raw") for m in MODELS]
-    versions += [(m, "isotonic") for m in MODELS if isos[m] is not None]
-    for m in MODELS:
-        col = pl.col(S.score_column(m))
-        flag = col >= thresholds[m] if inclusive else col > thresholds[m]
-        sums[f"flags_{m}"] = (valid & flag).cast(i64)
-    for m, ver in versions:
-        col = pl.col(S.score_column(m))
-        flag = col >= thresholds[m] if inclusive else col > thresholds[m]
-        p = _iso_expr(S.score_column(m), isos[m]) if ver == "isotonic" else col.clip(0.0, 1.0)
-        fixed = (p * _FIXED).round().cast(i64, strict=False)  # both branches are evaluated
-        sums[f"psum_{m}_{ver}"] = pl.when(valid).then(fixed)
-        sums[f"ptp_{m}_{ver}"] = pl.when(valid & flag).then(fixed)
-    return grouped_sums({}, sums)
-
-
 def operating_point_metrics(
     pairs: Any,
     labels: Any,
@@ -942,6 +902,14 @@ def operating_point_metrics(
     thresholds = {S.PRIMARY: float(primary_threshold), S.CANDIDATE: float(candidate_threshold)}
     notes: list[str] = []
     passes: list[dict[str, Any]] = []
+    valid = pl.col(S.PRIMARY_SCORE).is_finite().fill_null(False) & pl.col(
+        S.CANDIDATE_SCORE
+    ).is_finite().fill_null(False)
+
+    def flag(model: str) -> pl.Expr:
+        col = pl.col(S.score_column(model))
+        return col >= thresholds[model] if inclusive else col > thresholds[model]
+
     # Probabilities for the label-free estimate: raw scores, and isotonic when asked.
     isos = {m: (_isotonic(ref, m) if (recalibrate and ref is not None) else None) for m in MODELS}
     for m, iso in isos.items():
@@ -949,9 +917,31 @@ def operating_point_metrics(
             notes.append(f"No isotonic fit for {m}: its reference rows lack one of the classes.")
     versions: list[tuple[str, str]] = [(m, "raw") for m in MODELS]
     versions += [(m, "isotonic") for m in MODELS if isos[m] is not None]
-    valid = _valid_pair()
+
+    def prob(model: str, version: str) -> pl.Expr:
+        col = S.score_column(model)
+        if version == "isotonic":
+            return _iso_expr(col, isos[model])  # type: ignore[arg-type]
+        return pl.col(col).clip(0.0, 1.0)
+
     # Pass 1 over all pairs: counts and label-free sums (one mergeable row).
-    totals = source.aggregate(_totals_aggregation(thresholds, inclusive, isos))
+    def build(lf: pl.LazyFrame) -> pl.LazyFrame:
+        exprs = [
+            pl.len().cast(pl.Int64).alias("rows"),
+            valid.cast(pl.Int64).sum().alias("pairs"),
+            (valid & pl.col(S.AUDIT).fill_null(False)).cast(pl.Int64).sum().alias("audit"),
+        ]
+        for m in MODELS:
+            exprs.append((valid & flag(m)).cast(pl.Int64).sum().alias(f"flags_{m}"))
+        for m, ver in versions:
+            p = prob(m, ver)
+            exprs.append(p.filter(valid).sum().alias(f"psum_{m}_{ver}"))
+            exprs.append(p.filter(valid & flag(m)).sum().alias(f"ptp_{m}_{ver}"))
+        return lf.select(exprs)
+
+    sums_cols = ["pairs", "rows", "audit", *(f"flags_{m}" for m in MODELS)]
+    sums_cols += [f"{k}_{m}_{ver}" for m, ver in versions for k in ("psum", "ptp")]
+    totals = source.aggregate(Aggregation(build, keys=(), reduce=dict.fromkeys(sums_cols, "sum")))
     passes.append(
         {"kind": "flag counts, audit count, label-free sums", "rows_moved": totals.height}
     )
@@ -1167,7 +1157,7 @@ def operating_point_metrics(
     est_rows = []
     for m in MODELS:
         ver = "isotonic" if isos[m] is not None else "raw"
-        etp, epos = tot[f"ptp_{m}_{ver}"] / _FIXED, tot[f"psum_{m}_{ver}"] / _FIXED
+        etp, epos = float(tot[f"ptp_{m}_{ver}"]), float(tot[f"psum_{m}_{ver}"])
         flags_m = int(tot[f"flags_{m}"])
         status, reason = _trust(checks, m, ver, ece_limit)
         trusted = status == "calibrated"

@@ -523,15 +523,6 @@ def _load_replay_aggregation(ctx: _Context, t2: float) -> Aggregation:
     )
 
 
-def _accuracy_totals(ctx: _Context, t2: float) -> Aggregation:
-    """The one pass of the accuracy check's :func:`shadowlab.accuracy.operating_point_metrics`
-    call (raw probabilities: the gate does not recalibrate)."""
-    from shadowlab.accuracy import MODELS, _totals_aggregation
-
-    thresholds = {S.PRIMARY: ctx.primary_threshold, S.CANDIDATE: t2}
-    return _totals_aggregation(thresholds, ctx.policy.thresholds.inclusive, dict.fromkeys(MODELS))
-
-
 @dataclass(frozen=True)
 class _Prefetched:
     """A source whose listed aggregations were already computed (in one fused read)."""
@@ -553,20 +544,16 @@ class _Prefetched:
 
 
 def _one_read(ctx: _Context) -> None:
-    """The counts, and with a v2 threshold trigger parity's flags per (day, segment), the load
-    replay's per-interval arrivals and the accuracy check's flag counts and label-free sums,
-    from one read of the pairs (:func:`shadowlab.engine.fuse`) instead of four. ``ctx.counts``
-    gets the counts; the checks find their summaries in ``ctx.cache``, identical to what their
-    own passes give."""
+    """The counts, and with a v2 threshold trigger parity's flags per (day, segment) and the
+    load replay's per-interval arrivals, from one read of the pairs
+    (:func:`shadowlab.engine.fuse`) instead of three. ``ctx.counts`` gets the counts; the two
+    checks find their summaries in ``ctx.cache``, identical to what their own passes give."""
     models = frame_facts(ctx.source).get("models")
     aggs = [_count_aggregation(ctx.segments, models)]
     checks = ctx.policy.checks
     wanted = (checks.trigger_parity.severity, checks.load.severity)
     if ctx.candidate_threshold is not None and "off" not in wanted:
         aggs += [_trigger_aggregation(ctx), _load_replay_aggregation(ctx, ctx.candidate_threshold)]
-    if ctx.candidate_threshold is not None and ctx.labels is not None:
-        if checks.accuracy.severity != "off":
-            aggs.append(_accuracy_totals(ctx, ctx.candidate_threshold))
     try:
         fused = ctx.source.aggregate(fuse(aggs))
     except Exception:  # the counts alone, raising what is wrong; each check runs its own pass
@@ -1249,7 +1236,7 @@ def _check_accuracy(ctx: _Context) -> CheckResult:
     if ctx.labels is None:
         raise _Inconclusive("no labels were given")
     om = operating_point_metrics(
-        _source(ctx),
+        ctx.source,
         ctx.labels,
         ctx.primary_threshold,
         t2,
