@@ -19,17 +19,23 @@ The gate is deterministic: the same inputs and policy give the same predicate ap
 ``created`` time (every random choice is seeded from ``policy.seed``; the gate's own passes are
 integer counts).
 
+Reads of the week: the labelled and audited pairs are pulled once (counts, accuracy and
+feedback share them); after the threshold is chosen, one read computes the counts, trigger
+parity's flags per day and segment and the load replay's per-interval arrivals together
+(:func:`shadowlab.engine.fuse`; each summary is exactly what its own pass gives); the other
+analyses make their own passes.
+
 Checks and the analyses they read
 ---------------------------------
 ==================  ==========================================================================
-enough_data         rows, days covered, labelled rows, audit rows (one counting pass)
+enough_data         rows, days covered, labelled rows, audit rows (the counts)
 production_health   v2 error / null-score rates and coverage overall, per segment and per
                     segment-day; latency p99 vs a limit and vs v1 (ratio or slack in ms),
-                    overall and per segment (one counting pass, one latency-histogram pass)
+                    overall and per segment (the counts, one latency-histogram pass)
 outputs             :func:`shadowlab.drift.compare_scores`: v2 against its reference, per day;
                     v2 against v1 on the same requests (reported)
 trigger_parity      v2's trigger rate over v1's at the chosen thresholds, overall, per day, per
-                    segment (one counting pass); ``calibrate`` uses
+                    segment (flag counts); ``calibrate`` uses
                     :func:`shadowlab.thresholds.calibrate_threshold`
 load                :func:`shadowlab.load.simulate_load`: SLA-breach share, peak backlog
 accuracy            :func:`shadowlab.thresholds.operating_point_metrics`
