@@ -526,6 +526,7 @@ def _load_replay_aggregation(ctx: _Context, t2: float) -> Aggregation:
         {"v1": (S.PRIMARY, ctx.primary_threshold), "v2": (S.CANDIDATE, t2)},
         interval=ctx.policy.review.interval,
         baseline="v1",
+        inclusive=ctx.policy.thresholds.inclusive,
     )
 
 
@@ -992,6 +993,7 @@ def _check_load(ctx: _Context) -> CheckResult:
         seed=ctx.seed,
         mode="fluid",
         baseline="v1",
+        inclusive=ctx.policy.thresholds.inclusive,
     )
     rows = {row["policy"]: row for row in report.summary.iter_rows(named=True)}
     v1, v2 = rows["v1"], rows["v2"]
@@ -1040,8 +1042,6 @@ def _check_load(ctx: _Context) -> CheckResult:
         "backlog_floor_items": floor,
         "headline": report.headline(),
     }
-    if not ctx.policy.thresholds.inclusive:
-        details["rule_note"] = _GE_ONLY.format("simulate_load")
     if failures:
         return _result(
             ctx,

@@ -21,7 +21,7 @@ policy, about 4 s).
 Decision rules
 --------------
 * A request triggers a review under policy ``(model, t)`` when ``score(model) >= t`` (the same
-  ``>=`` convention as the threshold module).
+  ``>=`` convention as the threshold module), or ``> t`` with ``inclusive=False``.
 * Audit-slice rows (``audit`` true) arrive whatever the model says.
 * A null score on the policy's model (the model errored) falls back to the **baseline** policy's
   decision, i.e. what the served fallback (v1) would have done; a null score on the baseline
@@ -361,6 +361,7 @@ def load_aggregation(
     *,
     interval: str | dt.timedelta = "5m",
     baseline: str | None = None,
+    inclusive: bool = True,
 ) -> Aggregation:
     """The one pass :func:`simulate_load` makes: per-interval row, arrival and null counts.
 
@@ -380,11 +381,19 @@ def load_aggregation(
         )
     base_model, base_t = pol[base]
     audit = pl.col(S.AUDIT).fill_null(False)
-    base_flag = (pl.col(S.score_column(base_model)) >= base_t).fill_null(False)
+    if not isinstance(inclusive, bool):
+        raise ValueError(
+            f"The 'inclusive' parameter of simulate_load must be a bool. Got {inclusive!r} instead."
+        )
+
+    def hit(score: pl.Expr, t: float) -> pl.Expr:
+        return score >= t if inclusive else score > t
+
+    base_flag = hit(pl.col(S.score_column(base_model)), base_t).fill_null(False)
     sums: dict[str, pl.Expr | None] = {"rows": None}
     for i, (model, t) in enumerate(pol.values()):
         score = pl.col(S.score_column(model))
-        flag = audit | pl.when(score.is_null()).then(base_flag).otherwise(score >= t)
+        flag = audit | pl.when(score.is_null()).then(base_flag).otherwise(hit(score, t))
         sums[f"arrivals_{i}"] = flag.cast(pl.Int64)
         sums[f"null_{i}"] = (score.is_null() & ~audit).cast(pl.Int64)
     # declarative (grouped_sums), so a caller can compute it in one read with other sums
@@ -1009,6 +1018,7 @@ def simulate_load(
     n_seeds: int = 8,
     mode: Literal["fluid", "stochastic"] = "fluid",
     baseline: str | None = None,
+    inclusive: bool = True,
 ) -> LoadReport:
     """Replay the logged requests into the review queue under each decision policy.
 
@@ -1019,7 +1029,8 @@ def simulate_load(
         ``candidate_score`` are read).
     policies : mapping of str to (model, threshold)
         Named decision rules, model in {'primary', 'candidate'}; a request triggers a review when
-        the model's score is ``>= threshold``, and audit rows always do.
+        the model's score is ``>= threshold`` (``>`` with ``inclusive=False``), and audit rows
+        always do.
     capacity : ReviewCapacity or None
         The review team; None (or ``reviewers=None``) sizes a constant staffing so that the
         baseline policy runs at ``target_utilisation`` (85 %) with 10-minute reviews.
@@ -1036,6 +1047,9 @@ def simulate_load(
     baseline : str or None
         The policy the team is tuned to (relative columns, staffing target, null fallback);
         default the first policy.
+    inclusive : bool
+        Trigger on ``score >= threshold`` (default) or, when False, on ``score > threshold``
+        (a request scored exactly at the threshold is then not reviewed).
 
     Returns
     -------
@@ -1090,7 +1104,7 @@ def simulate_load(
 
     source = as_source(pairs)
     _check_columns(source.collect_schema(), [S.TS, S.AUDIT, S.PRIMARY_SCORE, S.CANDIDATE_SCORE])
-    agg = load_aggregation(pol, interval=interval, baseline=baseline)
+    agg = load_aggregation(pol, interval=interval, baseline=baseline, inclusive=inclusive)
     summary = source.aggregate(agg)
     if summary.height == 0:
         raise ValueError(

@@ -111,6 +111,25 @@ def test_one_read_for_counts_trigger_parity_and_load_gives_their_own_results(wee
     assert fused == alone
 
 
+def test_inclusive_false_reaches_the_load_replay(week):
+    # with inclusive = false a request scored exactly at the threshold is not flagged: the load
+    # check's arrivals follow that rule (no caveat note any more), as trigger parity's do
+    pairs, labels = week
+    t = float(pairs[S.CANDIDATE_SCORE].sort()[20_000])  # ties only at this one value
+    kw = dict(primary_threshold=0.2, candidate_threshold=t)
+    strict = _policy("[thresholds]\ninclusive = false\n", off=("outputs", "accuracy", "feedback"))
+    ge = run_gate(pairs, labels, policy=_policy(off=("outputs", "accuracy", "feedback")), **kw)
+    gt = run_gate(pairs, labels, policy=strict, **kw)
+    tied = pairs.filter(pl.col(S.CANDIDATE_SCORE) == t).height
+    v2 = {
+        name: next(r for r in v.check("load").details["summary"] if r["policy"] == "v2")
+        for name, v in (("ge", ge), ("gt", gt))
+    }
+    audited_ties = pairs.filter((pl.col(S.CANDIDATE_SCORE) == t) & pl.col(S.AUDIT)).height
+    assert v2["ge"]["arrivals"] - v2["gt"]["arrivals"] == tied - audited_ties >= 1
+    assert "rule_note" not in gt.check("load").details
+
+
 def test_too_little_data_is_inconclusive_and_fails_closed(week):
     pairs, labels = week
     v = run_gate(

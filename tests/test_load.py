@@ -319,6 +319,22 @@ def test_aggregation_merges_across_partitions():
     assert whole["rows"].sum() == n
 
 
+def test_inclusive_false_does_not_review_a_score_exactly_at_the_threshold():
+    # 10 v2 scores exactly at 0.7, 5 above, 5 below, no audit: >= reviews 15, > reviews 5;
+    # a null v2 score falls back to v1's rule, which follows the same convention
+    c = [0.7] * 10 + [0.9] * 5 + [0.1] * 5 + [None]
+    p = [0.1] * 20 + [0.5]
+    pairs = make_pairs(p, np.array(c, dtype=float), seconds=np.linspace(0, 3600, 21))
+    pol = {"v1": ("primary", 0.5), "v2": ("candidate", 0.7)}
+    ge = simulate_load(pairs, pol, inclusive=True).summary
+    gt = simulate_load(pairs, pol, inclusive=False).summary
+    assert ge.filter(pl.col("policy") == "v2")["arrivals"].item() == 16  # 15 + fallback at 0.5
+    assert gt.filter(pl.col("policy") == "v2")["arrivals"].item() == 5  # 0.5 > 0.5 is false
+    assert gt.filter(pl.col("policy") == "v1")["arrivals"].item() == 0
+    with pytest.raises(ValueError, match="'inclusive' parameter of simulate_load must be a bool"):
+        simulate_load(pairs, pol, inclusive="no")
+
+
 # --- staffing ------------------------------------------------------------------------------
 
 
