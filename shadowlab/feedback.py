@@ -1584,6 +1584,7 @@ def feedback_diagnostics(
     score_bins: int = 10,
     max_pending: float = 0.05,
     pulled_pairs: pl.DataFrame | None = None,
+    inclusive: bool = True,
 ) -> FeedbackReport:
     """What selective labels can and cannot say about v2, and what v2 would do to its labels.
 
@@ -1596,7 +1597,8 @@ def feedback_diagnostics(
         process (a Spark table via :func:`shadowlab.engines.spark.collect_labels`): labels are
         a few percent of the week. ``None`` means no labels at all.
     primary_threshold, candidate_threshold : float
-        Production thresholds; a model flags a request when ``score >= threshold``.
+        Production thresholds; a model flags a request when ``score >= threshold`` (``>`` with
+        ``inclusive=False``).
     as_of : datetime, ISO-8601 string or None, default None
         The instant the analysis pretends to run at: labels with ``label_ts > as_of`` are
         ignored and maturity is judged here. ``None``: the latest ``label_ts`` (or the end of
@@ -1687,6 +1689,11 @@ def feedback_diagnostics(
     _feedback_iv(
         primary_threshold, candidate_threshold, confidence, margin, score_bins, max_pending
     )
+    if not isinstance(inclusive, bool):
+        raise ValueError(
+            "The 'inclusive' parameter of feedback_diagnostics must be a bool. "
+            f"Got {inclusive!r} instead."
+        )
     as_of_dt = _as_of_iv(as_of)
     source = as_source(pairs)
     schema = source.collect_schema()
@@ -1710,6 +1717,10 @@ def feedback_diagnostics(
     counts.update(label_counts)
 
     t1, t2 = float(primary_threshold), float(candidate_threshold)
+    if not inclusive:
+        # On float64 scores "score > t" is exactly "score >= the next float above t": every
+        # flag below keeps its one >= rule (float32 columns compare as float64, also exact).
+        t1, t2 = float(np.nextafter(t1, np.inf)), float(np.nextafter(t2, np.inf))
     ts_dtype = schema[S.TS]
     # Labels are a few percent of the week: rather than joining every pair with them, one
     # pass counts requests per (flags, hour) with no join and, in the same pass, the review-set

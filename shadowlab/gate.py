@@ -967,12 +967,6 @@ def _need(module: str, name: str) -> Any:
     return fn
 
 
-_GE_ONLY = (
-    "{} triggers on score >= threshold: with inclusive = false, requests scored exactly at a "
-    "threshold count as flagged here"
-)
-
-
 def _check_load(ctx: _Context) -> CheckResult:
     pol = ctx.policy.checks.load
     t2 = _need_candidate_threshold(ctx)
@@ -1077,7 +1071,8 @@ def _check_feedback(ctx: _Context) -> CheckResult:
         ctx.primary_threshold,
         t2,
         confidence=ctx.policy.checks.accuracy.confidence,
-        pulled_pairs=ctx.cache.pop("feedback_pairs", None),  # the counting pass's pull
+        pulled_pairs=ctx.cache.pop("feedback_pairs", None),  # the gate's labelled pull
+        inclusive=ctx.policy.thresholds.inclusive,
     )
     urm, imm = rep.unlabelled_risk_mass, rep.immature_share
     if urm is None or not math.isfinite(urm):
@@ -1100,8 +1095,6 @@ def _check_feedback(ctx: _Context) -> CheckResult:
             "max_immature_share": pol.max_immature_share,
         },
     }
-    if not ctx.policy.thresholds.inclusive:
-        details["rule_note"] = _GE_ONLY.format("feedback_diagnostics")
     failures = []
     if urm > pol.max_unlabelled_risk_mass:
         failures.append(

@@ -103,6 +103,26 @@ def test_crosstab_by_hand(hand: FeedbackReport) -> None:
     assert hand.requests == 10
 
 
+def test_inclusive_false_does_not_flag_a_score_at_the_threshold(hand: FeedbackReport) -> None:
+    # every score is 0.1 or 0.9: at thresholds 0.9, >= flags as 0.5 does and > flags nothing
+    def cells(rep: FeedbackReport) -> dict:
+        return {
+            (r["primary_flag"], r["candidate_flag"]): r["requests"]
+            for r in rep.crosstab.iter_rows(named=True)
+            if r["requests"]
+        }
+
+    args = (hand_pairs(), hand_labels(), 0.9, 0.9)
+    ge = feedback_diagnostics(*args, as_of=AS_OF)
+    gt = feedback_diagnostics(*args, as_of=AS_OF, inclusive=False)
+    assert cells(ge) == cells(hand) == {(False, False): 4, (False, True): 3, (True, False): 1,
+                                        (True, True): 2}  # fmt: skip
+    assert cells(gt) == {(False, False): 10}
+    assert gt.to_dict()["primary_threshold"] == 0.9  # reported as given
+    with pytest.raises(ValueError, match="'inclusive' parameter of feedback_diagnostics"):
+        feedback_diagnostics(*args, inclusive=1)
+
+
 def test_risk_mass_and_bounds_by_hand(hand: FeedbackReport) -> None:
     # v2 flags r0 r1 r3 r4 r5; v1 did not flag and audit did not draw r4 r5 -> 2/5.
     assert hand.unlabelled_risk_mass == pytest.approx(0.4)
