@@ -351,7 +351,7 @@ class _Ranked:
 
     def __init__(self, scores: np.ndarray, y: np.ndarray, order: np.ndarray | None = None):
         # stable descending either way (ties in input order); the caller's order saves a sort
-        self.order = np.argsort(-scores, kind="mergesort") if order is None else order
+        self.order = _descending_order(scores) if order is None else order
         s = scores[self.order]
         self.y = y[self.order].astype(float)
         self.ends = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1] if s.size else np.array([])

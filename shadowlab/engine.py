@@ -55,10 +55,10 @@ __all__ = [
 
 Reduce = Literal["sum", "min", "max"]
 
-_REDUCERS: dict[str, Callable[[str], pl.Expr]] = {
-    "sum": lambda c: pl.col(c).sum(),
-    "min": lambda c: pl.col(c).min(),
-    "max": lambda c: pl.col(c).max(),
+_REDUCERS: dict[str, Callable[[pl.Expr], pl.Expr]] = {
+    "sum": lambda e: e.sum(),
+    "min": lambda e: e.min(),
+    "max": lambda e: e.max(),
 }
 
 
@@ -116,24 +116,22 @@ class GroupedSums:
         return "\n".join([*parts, "|", ser(self.where)])
 
 
+def _row_count(where: pl.Expr | None) -> pl.Expr:
+    """Int64 count of the rows ``where`` admits (all rows without it)."""
+    x = pl.len() if where is None else where.cast(pl.Int64).sum()
+    return x.cast(pl.Int64)
+
+
 def _column_exprs(spec: GroupedSums, where: pl.Expr | None, prefix: str = "") -> list[pl.Expr]:
     out = []
     for name, e, how in spec.columns:
         if e is None:
-            x = pl.len() if where is None else where.cast(pl.Int64).sum()
-            out.append(x.cast(pl.Int64).alias(prefix + name))
+            out.append(_row_count(where).alias(prefix + name))
             continue
         # when/then (null elsewhere, which the reductions skip) is far cheaper than a filter
         x = e if where is None else pl.when(where).then(e)
-        out.append(_REDUCERS_OF[how](x).alias(prefix + name))
+        out.append(_REDUCERS[how](x).alias(prefix + name))
     return out
-
-
-_REDUCERS_OF: dict[str, Callable[[pl.Expr], pl.Expr]] = {
-    "sum": lambda e: e.sum(),
-    "min": lambda e: e.min(),
-    "max": lambda e: e.max(),
-}
 
 
 def grouped_sums(
@@ -206,8 +204,7 @@ def fuse(aggs: Sequence[Aggregation]) -> Aggregation:
                 raise ValueError(f"fuse(): key {name!r} has two different expressions.")
         where = agg.spec.where
         exprs += _column_exprs(agg.spec, where, f"{i}:")
-        hits = pl.len() if where is None else where.cast(pl.Int64).sum()
-        exprs.append(hits.cast(pl.Int64).alias(f"{i}:{_HITS}"))
+        exprs.append(_row_count(where).alias(f"{i}:{_HITS}"))
         reduce.update({f"{i}:{n}": how for n, _, how in agg.spec.columns})
         reduce[f"{i}:{_HITS}"] = "sum"
 
@@ -227,7 +224,7 @@ def project(fused: pl.DataFrame, aggs: Sequence[Aggregation], i: int) -> pl.Data
     keys = [n for n, _ in spec.keys]
     if fused.height == 0:
         return pl.DataFrame()
-    cols = [_REDUCERS_OF[how](pl.col(f"{i}:{n}")).alias(n) for n, _, how in spec.columns]
+    cols = [_REDUCERS[how](pl.col(f"{i}:{n}")).alias(n) for n, _, how in spec.columns]
     if not keys:  # like its own build: one row, zeros when no row counts
         return fused.select(cols)
     hits = pl.col(f"{i}:{_HITS}").sum().alias(_HITS)
@@ -245,7 +242,7 @@ def merge_partials(partials: Iterable[pl.DataFrame], agg: Aggregation) -> pl.Dat
     if not parts:
         return pl.DataFrame()
     frame = pl.concat(parts, how="vertical_relaxed").lazy()
-    exprs = [_REDUCERS[how](col).alias(col) for col, how in agg.reduce.items()]
+    exprs = [_REDUCERS[how](pl.col(col)).alias(col) for col, how in agg.reduce.items()]
     if agg.keys:
         # lazily: the eager group_by + sort took ~3x as long (776 k histogram rows: 1.6 s/0.5 s)
         return frame.group_by(list(agg.keys)).agg(exprs).sort(list(agg.keys)).collect()

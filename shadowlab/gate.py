@@ -371,6 +371,12 @@ def _model_columns(models: tuple[str, str] | None) -> list[pl.Expr]:
     ]
 
 
+def _day_segment_keys(segments: Sequence[str]) -> dict[str, pl.Expr]:
+    """Group keys (UTC day number, segments), identical in every summary that
+    :func:`shadowlab.engine.fuse` joins."""
+    return {_DAY: _utc_day_key(), **{e.meta.output_name(): e for e in _segment_keys(segments)}}
+
+
 def _count_aggregation(
     segments: Sequence[str], models: tuple[str, str] | None = None
 ) -> Aggregation:
@@ -378,7 +384,7 @@ def _count_aggregation(
     dates the days and (with ``models`` known, then not read) adds the model-id columns; the
     label counts come from :func:`_labelled_counts`."""
     p, c = pl.col(S.PRIMARY_SCORE), pl.col(S.CANDIDATE_SCORE)
-    keys = {_DAY: _utc_day_key(), **{e.meta.output_name(): e for e in _segment_keys(segments)}}
+    keys = _day_segment_keys(segments)
     if models is None:
         keys.update({S.PRIMARY_MODEL: pl.col(S.PRIMARY_MODEL)})
         keys.update({S.CANDIDATE_MODEL: pl.col(S.CANDIDATE_MODEL)})
@@ -400,14 +406,13 @@ def _count_aggregation(
 
 
 def _finish_counts(counts: pl.DataFrame, models: tuple[str, str] | None) -> pl.DataFrame:
+    """Dated days and, when they were not read, the model-id columns (the column order is
+    :func:`_labelled_counts`' to set)."""
     if counts.height == 0:
         return counts
     if models is not None:
         counts = counts.with_columns(_model_columns(models))
-    keys = [c for c in counts.columns if c not in (*_COUNT_KEYS, "ts_min", "ts_max")]
-    keys = [k for k in keys if k not in (S.PRIMARY_MODEL, S.CANDIDATE_MODEL)]
-    order = [*keys, S.PRIMARY_MODEL, S.CANDIDATE_MODEL, *_COUNT_KEYS, "ts_min", "ts_max"]
-    return _as_date(counts.lazy()).select(order).collect()
+    return _as_date(counts.lazy()).collect()
 
 
 _LABELLED_PAIR_COLUMNS = (
@@ -508,7 +513,7 @@ def _trigger_aggregation(ctx: _Context) -> Aggregation:
     """Rows with both scores and each model's flags per (UTC day number, segments)."""
     both = pl.col(S.PRIMARY_SCORE).is_not_null() & pl.col(S.CANDIDATE_SCORE).is_not_null()
     return grouped_sums(
-        {_DAY: _utc_day_key(), **{e.meta.output_name(): e for e in _segment_keys(ctx.segments)}},
+        _day_segment_keys(ctx.segments),
         {
             "n": None,
             "p_flags": ctx.flags(S.PRIMARY).cast(pl.Int64),
