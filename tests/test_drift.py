@@ -905,12 +905,24 @@ def test_polars_source_folds_chunks_in_scan_order(tmp_path):
 
 
 def test_kstwo_shortcut_equals_scipy():
-    # _kstwo_sf answers scipy's own early exit (n > 140, n d^2 >= 370: 0.0) without importing
-    # scipy.stats; everywhere else it calls kstwo.sf. Either way the value is scipy's, exactly.
+    # _kstwo_sf answers scipy's own shortcuts (n > 140: n d^2 >= 370 gives 0.0, n d^2 >= 2.2
+    # gives 2 * smirnov(n, d)) without importing scipy.stats; everywhere else it calls kstwo.sf.
+    # Either way the value is scipy's, exactly, including either side of both cut-offs.
     ns = [1, 2, 139, 140, 141, 1000, 12_345, 10**6, 2.5e7]
     ds = [0.0, 1e-6, 0.001, 0.0185, 0.0193, 0.05, 0.2, 0.4999, 0.5, 0.9, 1.0]
+    rng = np.random.default_rng(7)
     for n in ns:
-        for d in ds + [math.sqrt(370 / n) * f for f in (0.999, 1.0, 1.001)]:
+        # (smirnov is O(n) per value, ~1 s at n = 1e6: the 2.2 cut-off and random points are
+        # checked on the smaller sizes)
+        small = n < 20_000
+        cuts = [
+            math.sqrt(c / n) * f
+            for c in (2.2, 370)
+            if small or c == 370
+            for f in (0.999, 1.0, 1.001)
+        ]
+        more = np.sqrt(rng.uniform(2.2, 370, 20) / n).tolist() if small else []
+        for d in ds + cuts + more:
             if d > 1:
                 continue
             want = float(st.kstwo.sf(d, n))
