@@ -198,13 +198,14 @@ def test_ks_on_lazy_columns_and_parquet(tmp_path, rng):
 
 
 def test_second_statistic_of_the_same_logs_reuses_the_histogram_until_a_file_changes(tmp_path, rng):
-    p, c = rng.beta(2, 5, 4000), rng.beta(2.3, 5, 4000)
+    p, c = rng.beta(0.5, 20, 4000), rng.beta(0.6, 20, 4000)
     path = tmp_path / "pairs.parquet"
     make_pairs(p, c).write_parquet(path)
     lf = scan_pairs(path)
     ks = ks_2samp(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=lf)
     _assert_ks_equal(ks, st.ks_2samp(p, c))
-    # 4 000 values in 65 536 fine bins: the histogram pins every value, no pull is needed
+    # 4 000 fraud-like scores (most below 0.05) in the dyadic grid's 94 210 fine bins, which
+    # narrow towards 0: the histogram pins every value, no pull is needed
     assert ks.passes == 1
     # psi of the same columns of the same logs: the histogram comes from memory, the pull of
     # the bins holding its cut points reads
@@ -773,13 +774,13 @@ def test_numpy_fold_equals_the_polars_group_by(rng, monkeypatch):
         pl.when(pl.int_range(pl.len()) % 977 == 0).then(None).otherwise(pl.col("b")).alias("b")
     )
     inp = drift._Input(drift.PolarsSource(frame.lazy()), ["a", "b"])
-    for grid in (drift._Grid(0.0, 1.0), drift._Grid(-0.5, 2.0)):
+    for grid in (drift._DyadicGrid(), drift._Grid(0.0, 1.0), drift._Grid(-0.5, 2.0)):
         for with_sum in (False, True):
             fast = drift._hist_pass(inp, grid, with_sum)[0]
             slow = _build_only(monkeypatch, drift._hist_pass, inp, grid, with_sum)[0]
             _assert_same_summary(fast, slow, with_sum)
     # and the fold is what PolarsSource runs when the aggregation offers it
-    prepare, fold = drift._hist_fold(["a"], drift._Grid(0.0, 1.0), False)
+    prepare, fold = drift._hist_fold(["a"], drift._DyadicGrid(), False)
     chunks = [c for c in prepare(frame.lazy()).collect_batches()]
     merged = merge_partials(
         [fold(chunks[: len(chunks) // 2]), fold(chunks[len(chunks) // 2 :])],
@@ -808,11 +809,12 @@ def test_grouped_numpy_fold_equals_the_polars_group_by(rng, monkeypatch, dense_g
     groups = [("window", pl.col("ts").dt.truncate("1d")), ("seg", pl.col("seg"))]
     inp = drift._Input(drift.PolarsSource(frame.lazy()), ["a", "b"], groups, ["ts", "seg"])
     monkeypatch.setattr(drift, "MAX_DENSE_GROUPS", dense_groups)
-    for with_sum in (False, True):
-        fast = drift._hist_pass(inp, drift._Grid(0.0, 1.0), with_sum)[0]
-        slow = _build_only(monkeypatch, drift._hist_pass, inp, drift._Grid(0.0, 1.0), with_sum)[0]
-        assert fast.select("window", "seg").n_unique() == 15
-        _assert_same_summary(fast, slow, with_sum)
+    for grid in (drift._DyadicGrid(), drift._Grid(0.0, 1.0)):
+        for with_sum in (False, True):
+            fast = drift._hist_pass(inp, grid, with_sum)[0]
+            slow = _build_only(monkeypatch, drift._hist_pass, inp, grid, with_sum)[0]
+            assert fast.select("window", "seg").n_unique() == 15
+            _assert_same_summary(fast, slow, with_sum)
 
 
 def test_paired_numpy_fold_equals_the_polars_joins(rng, monkeypatch):
@@ -857,6 +859,82 @@ def test_numpy_bin_ids_equal_the_polars_expression(lo, hi, rng):
     )
     np.testing.assert_array_equal(grid.bin_np(x), expected)
     np.testing.assert_array_equal(grid.bin_np(x, 2), expected + 2)
+
+
+@pytest.mark.parametrize("exponents, mantissa_bits", [(24, 11), (6, 3)])
+def test_dyadic_grid_numpy_ids_equal_polars_at_and_beside_every_edge(exponents, mantissa_bits, rng):
+    # The default [0, 1] grid: numpy reads bin ids off the float's bits, polars computes them
+    # from log2 corrected by exact comparisons. Every edge, its two float neighbours, the tail,
+    # 0.5 and 1, subnormals and -0.0 get the same id both ways; ids are monotone in x, each value
+    # lies between its bin's edges, and both engines agree on the edges themselves.
+    from shadowlab.drift import MISSING_BIN, _DyadicGrid
+
+    grid = _DyadicGrid(exponents, mantissa_bits)
+    assert grid.bins == 2 * ((exponents - 1) * 2**mantissa_bits + 1)
+    edges = grid.left_np(np.arange(grid.bins + 1))
+    assert edges[0] == 0.0 and edges[-1] == 1.0 and np.all(np.diff(edges) > 0)
+    assert edges[grid.half] == 0.5
+    x = np.concatenate(
+        [
+            edges,
+            np.nextafter(edges, -1.0),
+            np.nextafter(edges, 2.0),
+            rng.random(20_000),
+            rng.random(20_000) ** 12,  # crowded near 0
+            1.0 - rng.random(20_000) ** 12,  # and near 1
+            [0.0, -0.0, 0.5, 1.0, 5e-324, 1e-310, 2.0**-exponents, 1 - 2.0**-exponents],
+            [-1e-300, np.nextafter(1.0, 2.0), np.inf, -np.inf, np.nan, 7.0],
+        ]
+    )
+    col = pl.col("x")
+    want = (
+        pl.DataFrame({"x": x})
+        .select(pl.when(col.is_not_nan()).then(grid.bin(col)).otherwise(MISSING_BIN))
+        .to_series()
+        .to_numpy()
+    )
+    np.testing.assert_array_equal(grid.bin_np(x), want)
+    np.testing.assert_array_equal(grid.bin_np(x, 2), want + 2)
+    inside = (x >= 0) & (x <= 1)
+    xs, ks = x[inside], want[inside]
+    order = np.argsort(xs, kind="stable")
+    assert np.all(np.diff(ks[order]) >= 0)  # monotone
+    assert np.all((grid.left_np(ks) <= xs) & (xs <= grid.left_np(ks + 1)))
+    assert np.all(want[x < 0] == -1) and np.all(want[(x > 1) & ~np.isnan(x)] == grid.bins)
+    ids = np.arange(-1, grid.bins + 2)
+    got = pl.select(grid.left(pl.lit(pl.Series(ids)))).to_series().to_numpy()
+    np.testing.assert_array_equal(got, grid.left_np(ids))
+    # the pull's predicate covers every value of the wanted bins (runs and many-run lookups)
+    for wanted in ({0, 1, 2, grid.half - 1, grid.half}, set(rng.integers(0, grid.bins, 40))):
+        picked = pl.DataFrame({"x": xs}).select(grid.covering(col, wanted)).to_series()
+        assert picked.to_numpy()[np.isin(ks, list(wanted))].all()
+
+
+def test_a_sketch_keeps_its_grid_through_save_and_load(tmp_path, rng):
+    # scores in [0, 1] are sketched on the dyadic grid, others on an equal-width one; both
+    # come back as they were, and a file from before the dyadic grid (lo, hi, bins) still loads
+    for scores, kind in ((rng.beta(0.5, 9, 5000), "dyadic"), (rng.normal(3, 1, 5000), None)):
+        sk = ScoreSketch.from_scores(scores)
+        back = ScoreSketch.load(sk.save(tmp_path / "s.parquet"))
+        assert back.grid == sk.grid and back.bins.equals(sk.bins)
+        assert (sk.grid[3] if len(sk.grid) > 3 else None) == kind
+        assert ks_2samp(back, scores).statistic == ks_2samp(sk, scores).statistic
+    import json
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "s.parquet")
+    meta = json.loads(table.schema.metadata[b"shadowlab.score_sketch"])
+    meta["grid"] = meta["grid"][:3]
+    assert len(sk.grid) == 3  # the normal scores' equal-width grid: the old layout
+    old = table.replace_schema_metadata({b"shadowlab.score_sketch": json.dumps(meta).encode()})
+    pq.write_table(old, tmp_path / "old.parquet")
+    assert ScoreSketch.load(tmp_path / "old.parquet").grid == sk.grid
+    meta["grid"] = [0.0, 1.0, 5, "dyadic", 24, 11]
+    bad = table.replace_schema_metadata({b"shadowlab.score_sketch": json.dumps(meta).encode()})
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="Unknown fine-histogram grid"):
+        ScoreSketch.load(tmp_path / "bad.parquet")
 
 
 def test_polars_source_runs_the_fold_when_an_aggregation_offers_one():
@@ -905,8 +983,9 @@ def test_polars_source_folds_chunks_in_scan_order(tmp_path):
 
 
 def test_kstwo_shortcut_equals_scipy():
-    # _kstwo_sf answers scipy's own shortcuts (n > 140: n d^2 >= 370 gives 0.0, n d^2 >= 2.2
-    # gives 2 * smirnov(n, d)) without importing scipy.stats; everywhere else it calls kstwo.sf.
+    # _kstwo_sf answers scipy's own branches for n > 140 (n d^2 >= 370 gives 0.0, n d^2 >= 2.2
+    # gives 2 * smirnov(n, d), below that Pelz-Good's series unless n <= 1e5 and n d^1.5 <= 1.4)
+    # without importing scipy.stats; everywhere else it calls kstwo.sf.
     # Either way the value is scipy's, exactly, including either side of both cut-offs.
     ns = [1, 2, 139, 140, 141, 1000, 12_345, 10**6, 2.5e7]
     ds = [0.0, 1e-6, 0.001, 0.0185, 0.0193, 0.05, 0.2, 0.4999, 0.5, 0.9, 1.0]
@@ -922,6 +1001,8 @@ def test_kstwo_shortcut_equals_scipy():
             for f in (0.999, 1.0, 1.001)
         ]
         more = np.sqrt(rng.uniform(2.2, 370, 20) / n).tolist() if small else []
+        # below 2.2 (n > 1e5 or n d^1.5 > 1.4): the Pelz-Good series, ported step for step
+        more += np.sqrt(rng.uniform(1e-3, 2.2, 40) / n).tolist()
         for d in ds + cuts + more:
             if d > 1:
                 continue
