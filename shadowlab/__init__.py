@@ -10,7 +10,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from shadowlab._memory import keep_freed_memory
 from shadowlab.schema import LABEL_SCHEMA, PAIR_SCHEMA, SCHEMA_VERSION
+
+# numpy's per-chunk temporaries are reused instead of re-faulted (see shadowlab._memory)
+keep_freed_memory()
 
 __version__ = "0.1.0"
 
