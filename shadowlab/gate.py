@@ -23,7 +23,12 @@ Reads of the week: the labelled and audited pairs are pulled once (counts, accur
 feedback share them); after the threshold is chosen, one read computes the counts, trigger
 parity's flags per day and segment and the load replay's per-interval arrivals together
 (:func:`shadowlab.engine.fuse`; each summary is exactly what its own pass gives); the other
-analyses make their own passes.
+analyses make their own passes. The checks then run two at a time on threads
+(:data:`CHECK_WORKERS`): polars releases the GIL while it reads and numpy while it computes, so
+one check's numpy work fills the core another's pass leaves idle (50 M pairs on 2 cores: 30.2-
+30.8 s -> 25.2-28.7 s, peak RSS +0.4 GB). Results are listed in :data:`CHECKS` order and are
+the same as one at a time (tested): each check reads the shared context and writes only its
+own result.
 
 Checks and the analyses they read
 ---------------------------------
@@ -55,7 +60,9 @@ import datetime as dt
 import importlib
 import math
 import textwrap
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1375,6 +1382,28 @@ def _run_check(name: str, ctx: _Context) -> CheckResult:
     )
 
 
+CHECK_WORKERS = 2
+"""Checks run side by side (threads): while one waits on a polars pass, another's numpy work
+uses the idle core. Each check reads the shared context and writes only its own result."""
+
+
+def _run_checks(
+    names: Sequence[str], ctx: _Context, step: Callable[[str], None]
+) -> list[CheckResult]:
+    """Every check's result, in ``names`` order whatever order they finish in."""
+    lock = threading.Lock()
+
+    def run(name: str) -> CheckResult:
+        with lock:
+            step(name)
+        return _run_check(name, ctx)
+
+    if CHECK_WORKERS <= 1:
+        return [run(n) for n in names]
+    with ThreadPoolExecutor(CHECK_WORKERS, thread_name_prefix="shadowlab-check") as pool:
+        return list(pool.map(run, names))
+
+
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
@@ -1602,13 +1631,8 @@ def run_gate(
     step("threshold")
     _choose_candidate_threshold(ctx)
     _one_read(ctx)
-    results, skipped = [], []
-    for name in CHECKS:
-        step(name)
-        if ctx.policy.check_policy(name).severity == "off":
-            skipped.append(name)
-            continue
-        results.append(_run_check(name, ctx))
+    skipped = [n for n in CHECKS if ctx.policy.check_policy(n).severity == "off"]
+    results = _run_checks([n for n in CHECKS if n not in skipped], ctx, step)
     if any(r.status == FAIL for r in results):
         verdict = FAIL
     elif any(r.blocking for r in results):

@@ -651,3 +651,25 @@ def test_load_check_reads_simulate_load(rng):
     rows = {r["policy"]: r for r in rep.summary.iter_rows(named=True)}
     assert c.value == pytest.approx(rows["v2"]["sla_breach_share"] - rows["v1"]["sla_breach_share"])
     assert c.status == FAIL and "Review queue overloaded by v2" in c.sentence
+
+
+def test_checks_side_by_side_give_the_verdict_of_checks_one_at_a_time(scenario_weeks, monkeypatch):
+    # run_gate runs the checks on CHECK_WORKERS threads; every check, its evidence and the
+    # order they are listed in must be what running them one after the other gives
+    import datetime as dt
+
+    import shadowlab.gate as gate
+
+    week = scenario_weeks["trigger-shift"]
+    t1 = json.loads((week / "manifest.json").read_text())["primary_threshold"]
+    now = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+    predicates, started = [], []
+    for workers in (1, 2):
+        monkeypatch.setattr(gate, "CHECK_WORKERS", workers)
+        v = run_gate(week / "pairs", week / "labels", reference=week / "reference.parquet",
+                     primary_threshold=t1, candidate_threshold="calibrate", now=now,
+                     progress=started.append)  # fmt: skip
+        assert [c.name for c in v.checks] == list(CHECKS)
+        predicates.append(json.dumps(v.predicate(), sort_keys=True))
+    assert predicates[0] == predicates[1]
+    assert sorted(started[: len(started) // 2]) == sorted(started[len(started) // 2 :])
