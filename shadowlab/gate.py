@@ -23,12 +23,13 @@ Reads of the week: the labelled and audited pairs are pulled once (counts, accur
 feedback share them); after the threshold is chosen, one read computes the counts, trigger
 parity's flags per day and segment and the load replay's per-interval arrivals together
 (:func:`shadowlab.engine.fuse`; each summary is exactly what its own pass gives); the other
-analyses make their own passes. The checks then run two at a time on threads
+analyses make their own passes. The labelled pull runs on a thread beside the threshold's
+calibration (neither needs the other), and the checks run two at a time on threads
 (:data:`CHECK_WORKERS`): polars releases the GIL while it reads and numpy while it computes, so
-one check's numpy work fills the core another's pass leaves idle (50 M pairs on 2 cores: 30.2-
-30.8 s -> 25.2-28.7 s, peak RSS +0.4 GB). Results are listed in :data:`CHECKS` order and are
-the same as one at a time (tested): each check reads the shared context and writes only its
-own result.
+one step's numpy work fills the core another's pass leaves idle (50 M pairs on 2 cores,
+in-process: 30.2-30.8 s one step at a time, 24.8-27.5 s with both; peak RSS +0.4 GB). Results
+are listed in :data:`CHECKS` order and are the same as one at a time (tested): each step reads
+the shared context and writes only its own fields and results.
 
 Checks and the analyses they read
 ---------------------------------
@@ -1384,7 +1385,8 @@ def _run_check(name: str, ctx: _Context) -> CheckResult:
 
 CHECK_WORKERS = 2
 """Checks run side by side (threads): while one waits on a polars pass, another's numpy work
-uses the idle core. Each check reads the shared context and writes only its own result."""
+uses the idle core. Each check reads the shared context and writes only its own result.
+``1`` runs every step (the labelled pull, the threshold, each check) one after the other."""
 
 
 def _run_checks(
@@ -1627,9 +1629,16 @@ def run_gate(
     )
     step = progress or (lambda name: None)
     step("counting")
-    _pull_labels(ctx)
-    step("threshold")
-    _choose_candidate_threshold(ctx)
+    if CHECK_WORKERS > 1:  # the labelled pull and the threshold need nothing of each other
+        with ThreadPoolExecutor(1, thread_name_prefix="shadowlab-labels") as pool:
+            pulled = pool.submit(_pull_labels, ctx)
+            step("threshold")
+            _choose_candidate_threshold(ctx)
+            pulled.result()
+    else:
+        _pull_labels(ctx)
+        step("threshold")
+        _choose_candidate_threshold(ctx)
     _one_read(ctx)
     skipped = [n for n in CHECKS if ctx.policy.check_policy(n).severity == "off"]
     results = _run_checks([n for n in CHECKS if n not in skipped], ctx, step)

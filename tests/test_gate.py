@@ -479,12 +479,16 @@ def test_e2e_trigger_shift_calibrated_passes_signed_and_verifies(scenario_weeks,
     assert main(["verify", verdict, "--public-key", pub, *inputs]) == 0
     # one byte of one label file changed: named, exit 1
     label_file = sorted((week / "labels").glob("*.parquet"))[0]
-    data = bytearray(label_file.read_bytes())
+    original = label_file.read_bytes()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0x01
     label_file.write_bytes(bytes(data))
-    capsys.readouterr()
-    assert main(["verify", verdict, "--public-key", pub, *inputs]) == 1
-    assert f"changed: labels/{label_file.name}" in capsys.readouterr().out
+    try:
+        capsys.readouterr()
+        assert main(["verify", verdict, "--public-key", pub, *inputs]) == 1
+        assert f"changed: labels/{label_file.name}" in capsys.readouterr().out
+    finally:  # the scenario weeks are shared by the session's tests
+        label_file.write_bytes(original)
 
 
 def test_e2e_benign_passes(scenario_weeks, tmp_path, capsys):
