@@ -24,7 +24,6 @@ References
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -50,9 +49,8 @@ def keep_freed_memory() -> bool:
     _applied = False
     if not sys.platform.startswith("linux") or os.environ.get("SHADOWLAB_MALLOC") == "system":
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+    try:  # the process's own symbols hold libc's (find_library would spawn ldconfig)
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]

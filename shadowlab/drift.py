@@ -764,6 +764,11 @@ class _Hist:
 # --------------------------------------------------------------------------------------------
 
 
+MAX_PULL_GROUPS: int = 32
+"""Groups up to which the refinement pull's predicate is written per group (see
+``_pull_predicate``)."""
+
+
 def _pull_predicate(
     grid: Any,
     groups: Sequence[tuple[str, pl.Expr]],
@@ -771,7 +776,16 @@ def _pull_predicate(
 ) -> pl.Expr:
     """Rows of each group whose value lies in a bin wanted there (possibly a superset): a bin
     wanted on one day is not pulled for the other days. The same rows as the paired pass's
-    ``collect`` (so a Spark pull moves what a polars one does)."""
+    ``collect`` (so a Spark pull moves what a polars one does). Beyond
+    :data:`MAX_PULL_GROUPS` groups the predicate would grow too long to test on every row: each
+    column's bins of all groups are pulled then (a superset; ``rows_pulled`` counts the wanted
+    rows either way)."""
+    if len(per_group) > MAX_PULL_GROUPS:
+        union: dict[str, set[int]] = {}
+        for per_col in per_group.values():
+            for c, bins in per_col.items():
+                union.setdefault(c, set()).update(bins)
+        return _pull_predicate(grid, (), {(): union})
     pred = pl.lit(False)
     for key, per_col in per_group.items():
         cols = pl.lit(False)

@@ -8,6 +8,7 @@ scipy.stats.spearmanr/kendalltau, Evidently 0.7.23's own PSI and KS tests).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import math
@@ -832,6 +833,34 @@ def test_paired_numpy_fold_equals_the_polars_joins(rng, monkeypatch):
     paired = pl.col("comparison") == "candidate_vs_primary"
     assert fast.filter(paired).height == 3
     assert fast.drop("wasserstein_error_bound").equals(slow.drop("wasserstein_error_bound"))
+
+
+def test_refinement_pull_per_group_or_for_all_groups_gives_the_same_comparison(rng, monkeypatch):
+    # The pull fetches each (day, segment)'s own bins: in the paired pass (polars), by a
+    # per-group predicate (Spark and other engines) or, beyond MAX_PULL_GROUPS groups, by each
+    # column's bins of all groups. Every way gives the same table and counts the same rows.
+    n = 90_000
+    p = rng.beta(0.4, 9, n)
+    c = np.clip(p * rng.lognormal(0, 0.2, n), 0, 1)
+    start = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
+    ts = start + pl.Series(np.sort(rng.integers(0, 3 * 86_400, n)) * 1_000_000).cast(
+        pl.Duration("us")
+    )
+    seg = rng.choice(["a", "b"], n)
+    frame = pl.DataFrame({S.TS: ts, S.PRIMARY_SCORE: p, S.CANDIDATE_SCORE: c, "seg": seg})
+    run = functools.partial(compare_scores, every="1d", by="seg")
+    fetched = run(frame)
+    per_group = _build_only(monkeypatch, run, frame)
+    monkeypatch.setattr(drift, "MAX_PULL_GROUPS", 1)
+    for_all = _build_only(monkeypatch, run, frame)
+    assert fetched.rows_pulled == per_group.rows_pulled == for_all.rows_pulled > 0
+    exact = fetched.table.drop("wasserstein", "wasserstein_error_bound")
+    for other in (per_group, for_all):
+        assert other.table.drop("wasserstein", "wasserstein_error_bound").equals(exact)
+        np.testing.assert_allclose(
+            other.table["wasserstein"].to_numpy(), fetched.table["wasserstein"].to_numpy(),
+            rtol=1e-12,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("lo, hi", [(0.0, 1.0), (-0.5, 2.0), (0.25, 0.25 + 1e-9), (3.0, 3.0)])
