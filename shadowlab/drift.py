@@ -227,6 +227,26 @@ def _valid(x: pl.Expr) -> pl.Expr:
 # --------------------------------------------------------------------------------------------
 
 
+def _runs(bins: set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(sorted bins, run starts, run ends)``: the runs of adjacent bins in ``bins``."""
+    ks = np.asarray(sorted(bins), dtype=np.int64)
+    breaks = np.flatnonzero(np.diff(ks) > 1)
+    return ks, np.r_[ks[0], ks[breaks + 1]], np.r_[ks[breaks], ks[-1]]
+
+
+def _mark_outside(
+    k: np.ndarray, x: np.ndarray, lo: float, hi: float, bins: int, shift: int
+) -> np.ndarray:
+    """``k`` with the edge ids set where ``x`` is below ``lo`` (-1), above ``hi`` (``bins``)
+    or NaN (:data:`MISSING_BIN`), all plus ``shift``; ``k`` is changed in place."""
+    # min/max are NaN when a NaN is present: then (or when out of range) set the edge ids
+    if x.size and not (x.min() >= lo and x.max() <= hi):
+        k[x < lo] = -1 + shift
+        k[x > hi] = bins + shift
+        k[np.isnan(x)] = MISSING_BIN + shift
+    return k
+
+
 @dataclass(frozen=True, slots=True)
 class _Grid:
     lo: float
@@ -257,10 +277,7 @@ class _Grid:
         (without the when/then of :meth:`bin`: a value at ``hi`` may also match bin ``bins``).
         The caller keeps only the wanted bins after the pull.
         """
-        ks = np.asarray(sorted(bins), dtype=np.int64)
-        breaks = np.flatnonzero(np.diff(ks) > 1)
-        starts = np.r_[ks[0], ks[breaks + 1]]
-        ends = np.r_[ks[breaks], ks[-1]]
+        ks, starts, ends = _runs(bins)
         if len(starts) > max_ranges:
             scale = self.bins / (self.hi - self.lo) if self.hi > self.lo else 0.0
             # non-strict: NaN rows (excluded by the caller's validity test, which polars does
@@ -298,12 +315,7 @@ class _Grid:
             k = inner.astype(np.int64)
         if shift:
             k += shift
-        # min/max are NaN when a NaN is present: then (or when out of range) set the edge ids
-        if x.size and not (x.min() >= self.lo and x.max() <= self.hi):
-            k[x < self.lo] = -1 + shift
-            k[x > self.hi] = self.bins + shift
-            k[np.isnan(x)] = MISSING_BIN + shift
-        return k
+        return _mark_outside(k, x, self.lo, self.hi, self.bins, shift)
 
     def left_np(self, k: np.ndarray) -> np.ndarray:
         return self.lo + np.clip(k, 0, self.bins).astype(np.float64) * self.width
@@ -314,7 +326,7 @@ class _Grid:
         return (self.lo, self.hi, self.bins)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "uniform", "lo": self.lo, "hi": self.hi, "bins": self.bins}
+        return {"lo": self.lo, "hi": self.hi, "bins": self.bins}
 
 
 @dataclass(frozen=True, slots=True)
@@ -429,12 +441,7 @@ class _DyadicGrid:
         k += m
         if shift:
             k += shift
-        out = k
-        if x.size and not (x.min() >= 0.0 and x.max() <= 1.0):
-            out[x < 0.0] = -1 + shift
-            out[x > 1.0] = self.bins + shift
-            out[np.isnan(x)] = MISSING_BIN + shift
-        return out
+        return _mark_outside(k, x, 0.0, 1.0, self.bins, shift)
 
     # -- edges -------------------------------------------------------------------------------
     def _uleft_np(self, key: np.ndarray) -> np.ndarray:
@@ -463,10 +470,7 @@ class _DyadicGrid:
         """A predicate true for every value in ``bins`` (possibly a superset): runs of adjacent
         bins become closed value intervals between exact edges; beyond ``max_ranges`` runs, the
         runs across the narrowest gaps (in bins) are bridged into one interval."""
-        ks = np.asarray(sorted(bins), dtype=np.int64)
-        breaks = np.flatnonzero(np.diff(ks) > 1)
-        starts = np.r_[ks[0], ks[breaks + 1]]
-        ends = np.r_[ks[breaks], ks[-1]]
+        _, starts, ends = _runs(bins)
         if len(starts) > max_ranges:
             # keep the widest gaps between runs and bridge the others: a few more rows, but
             # comparisons only (the polars form of the ids costs ~30 s over 50 M pairs)
@@ -486,16 +490,6 @@ class _DyadicGrid:
         width = self.left(k + 1) - left
         sub = ((x - left) * (m / width)).floor().clip(0, m - 1).cast(pl.Int64)
         return k.cast(pl.Int64) * m + sub
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": "dyadic",
-            "lo": 0.0,
-            "hi": 1.0,
-            "bins": self.bins,
-            "exponents": self.exponents,
-            "mantissa_bits": self.mantissa_bits,
-        }
 
 
 def _grid_from_spec(spec: Sequence[Any]) -> _Grid | _DyadicGrid:
@@ -958,16 +952,17 @@ class _Run:
             cwanted = cell_src.get(src, {})
             inp = self.inputs[src]
             gnames = [g for g, _ in inp.groups]
-            per_col: dict[str, set[int]] = {}
             per_group: dict[tuple[Any, ...], dict[str, set[int]]] = {}
             for s, bins in wanted.items():
-                per_col.setdefault(s.column, set()).update(bins)
                 per_group.setdefault(s.group, {}).setdefault(s.column, set()).update(bins)
             for s, cs in cwanted.items():
-                per_col.setdefault(s.column, set()).update(c // zoom for c in cs)
                 per_group.setdefault(s.group, {}).setdefault(s.column, set()).update(
                     c // zoom for c in cs
                 )
+            per_col: dict[str, set[int]] = {}
+            for cols_bins in per_group.values():
+                for c, bins in cols_bins.items():
+                    per_col.setdefault(c, set()).update(bins)
             rows = fetch(src, per_group) if fetch is not None else None
             fetched = rows is not None
             if rows is None:
@@ -988,15 +983,16 @@ class _Run:
             else:
                 members = {(): None}
             shift = -MISSING_BIN
+            # nulls -> NaN (MISSING_BIN, never wanted); each column binned once
+            xs_of = {c: rows[c].cast(pl.Float64).to_numpy() for c in per_col}
+            ids_of = {c: self.grid.bin_np(xs, shift) for c, xs in xs_of.items()}
             if fetched:  # exactly the rows with a wanted bin in their group
                 self.rows_pulled += rows.height
             else:  # the predicate may bridge gaps between runs: count the rows it had to move
-                self.rows_pulled += self._wanted_rows(rows, members, per_group, shift)
+                self.rows_pulled += self._wanted_rows(rows.height, ids_of, members, per_group)
             for c in per_col:
-                xs = rows[c].cast(pl.Float64).to_numpy()  # nulls -> NaN (MISSING_BIN, never wanted)
-                want = np.zeros(self.grid.bins + 3, bool)
-                want[np.fromiter(per_col[c], np.int64, len(per_col[c])) + shift] = True
-                keep = want[self.grid.bin_np(xs, shift)]  # the rows this column needs
+                xs = xs_of[c]
+                keep = self._want(per_col[c])[ids_of[c]]  # the rows this column needs
                 for gkey, at in members.items():
                     sel = keep if at is None else at[keep[at]]
                     # one float sort per group (a two-key (group, x) sort was ~7x slower);
@@ -1025,26 +1021,31 @@ class _Run:
                         self.values[(s, k)] = x[lo:hi]
         self.passes += int(pulled)
 
+    def _want(self, bins: set[int]) -> np.ndarray:
+        """Lookup array over the shifted bin ids (slot ``k - MISSING_BIN``): True for ``bins``."""
+        assert self.grid is not None
+        want = np.zeros(self.grid.bins + 3, bool)
+        want[np.fromiter(bins, np.int64, len(bins)) - MISSING_BIN] = True
+        return want
+
     def _wanted_rows(
         self,
-        rows: pl.DataFrame,
+        height: int,
+        ids_of: Mapping[str, np.ndarray],
         members: Mapping[tuple[Any, ...], np.ndarray | None],
         per_group: Mapping[tuple[Any, ...], Mapping[str, set[int]]],
-        shift: int,
     ) -> int:
-        """Rows of ``rows`` with a bin wanted in their group in some column (what the paired
-        pass's collect keeps), so ``rows_pulled`` is the same whichever engine pulled."""
-        assert self.grid is not None
-        hit = np.zeros(rows.height, bool)
+        """Pulled rows (shifted bin ids ``ids_of`` per column) with a bin wanted in their group
+        in some column (what the paired pass's collect keeps), so ``rows_pulled`` is the same
+        whichever engine pulled."""
+        hit = np.zeros(height, bool)
         for gkey, at in members.items():
             for c, bins in per_group.get(gkey, {}).items():
-                want = np.zeros(self.grid.bins + 3, bool)
-                want[np.fromiter(bins, np.int64, len(bins)) + shift] = True
-                xs = rows[c].cast(pl.Float64).to_numpy()
+                want = self._want(bins)
                 if at is None:
-                    hit |= want[self.grid.bin_np(xs, shift)]
+                    hit |= want[ids_of[c]]
                 else:
-                    hit[at] |= want[self.grid.bin_np(xs[at], shift)]
+                    hit[at] |= want[ids_of[c][at]]
         return int(hit.sum())
 
     def cost(
