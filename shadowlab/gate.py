@@ -1641,6 +1641,8 @@ def run_gate(
         _choose_candidate_threshold(ctx)
     _one_read(ctx)
     skipped = [n for n in CHECKS if ctx.policy.check_policy(n).severity == "off"]
+    for name in skipped:  # every check is a progress step, as when they ran in turn
+        step(name)
     results = _run_checks([n for n in CHECKS if n not in skipped], ctx, step)
     if any(r.status == FAIL for r in results):
         verdict = FAIL

@@ -370,8 +370,11 @@ def test_predicate_is_deterministic_and_json_safe(week):
 
     pairs, labels = week
     pol = _policy(off=("outputs", "accuracy"))
-    a = run_gate(pairs, labels, policy=pol, primary_threshold=0.2,
+    steps: list[str] = []
+    a = run_gate(pairs, labels, policy=pol, primary_threshold=0.2, progress=steps.append,
                  now=dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC))  # fmt: skip
+    # every check is a progress step, the ones switched off too (len(CHECKS) + 2 in all)
+    assert steps[:2] == ["counting", "threshold"] and sorted(steps[2:]) == sorted(CHECKS)
     b = run_gate(pairs.sample(fraction=1.0, shuffle=True, seed=3), labels, policy=pol,
                  primary_threshold=0.2, now=dt.datetime(2026, 11, 26, tzinfo=dt.UTC))  # fmt: skip
     pa, pb = a.predicate(), b.predicate()
