@@ -144,7 +144,7 @@ __all__ = [
     "simulate_week",
 ]
 
-GENERATOR_VERSION: Final = "1"
+GENERATOR_VERSION: Final = "2"
 """Bumped whenever the same parameters would produce different files."""
 
 SCENARIOS: Final = ("trigger-shift", "benign", "broken", "drift")
@@ -380,7 +380,10 @@ class _ServingModel:
         """The estimator's fraud probability before recalibration (pipeline applied)."""
         if self.clock is not None:
             self.clock.charge(self.name, len(X))
-        return self.estimator.predict_proba(self._prepare(np.asarray(X, dtype=np.float64)))[:, 1]
+        X = self._prepare(np.asarray(X, dtype=np.float64))
+        if hasattr(self.estimator, "steps"):
+            return _linear_proba(self.estimator, X)
+        return self.estimator.predict_proba(X)[:, 1]
 
     def recalibrate(self, p: np.ndarray) -> np.ndarray:
         """The post-hoc monotone map applied to :meth:`raw_proba`."""
@@ -401,6 +404,24 @@ class _ServingModel:
         )
 
 
+def _round_params(a: np.ndarray) -> np.ndarray:
+    """``a`` to 12 significant digits: a fit's last bits can differ between CPUs (BLAS)."""
+    return np.array([float(f"{v:.12g}") for v in np.ravel(a)]).reshape(np.shape(a))
+
+
+def _linear_proba(pipeline: Any, X: np.ndarray) -> np.ndarray:
+    """``predict_proba(X)[:, 1]`` of the ``StandardScaler`` + ``LogisticRegression`` pipeline,
+    summed feature by feature in a fixed order with elementwise IEEE operations: BLAS's
+    ``X @ coef`` sums in an order that depends on the CPU's kernels, which changed the last bit
+    of ~3/4 of the scores between two x86 machines (the sample week is regenerated bit for bit
+    on any machine). Equal to ``predict_proba`` within ~1e-16."""
+    scaler, lr = pipeline.steps[0][1], pipeline.steps[-1][1]
+    z = np.full(len(X), float(lr.intercept_[0]))
+    for j, c in enumerate(lr.coef_[0].tolist()):
+        z += c * ((X[:, j] - scaler.mean_[j]) / scaler.scale_[j])
+    return expit(z)
+
+
 @functools.lru_cache(maxsize=4)
 def _trained(seed: int) -> tuple[Any, Any, np.ndarray]:
     """Fit v1 (logistic regression, older data) and v2 (gradient boosting, fresh data)."""
@@ -412,6 +433,9 @@ def _trained(seed: int) -> tuple[Any, Any, np.ndarray]:
     X_old, y_old = _labelled_sample(seed, _STREAM_OLD, _TRAIN_ROWS, fresh=False)
     X_new, y_new = _labelled_sample(seed, _STREAM_FRESH, _TRAIN_ROWS, fresh=True)
     v1 = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(X_old, y_old)
+    scaler, lr = v1.steps[0][1], v1.steps[-1][1]
+    for est, attr in ((scaler, "mean_"), (scaler, "scale_"), (lr, "coef_"), (lr, "intercept_")):
+        setattr(est, attr, _round_params(getattr(est, attr)))
     # Small trees keep scoring of 10 M rows inside the time budget (depth-4 trees, 80 rounds).
     v2 = HistGradientBoostingClassifier(
         max_iter=80,
