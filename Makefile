@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml hatch_build.py shadowlab/_fold.c | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev,notebooks,spark]'
 	touch $(STAMP)
 
@@ -52,8 +52,8 @@ test: $(STAMP) system
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m ruff check shadowlab tests benchmarks
-	$(PY) -m ruff format --check shadowlab tests benchmarks
+	$(PY) -m ruff check shadowlab tests benchmarks hatch_build.py
+	$(PY) -m ruff format --check shadowlab tests benchmarks hatch_build.py
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,notebooks,spark,bench]'
@@ -63,4 +63,4 @@ bench-smoke: $(STAMP)
 	$(PY) benchmarks/run.py --rows 1e5 --repeat 1
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache shadowlab/_fold.so
