@@ -298,7 +298,7 @@ class PolarsSource:
 # and modification time), kept for the process so that a second statistic of the same columns
 # (``ks_2samp`` then ``psi`` in a notebook) does not read the week again.
 _STABLE: dict[int, tuple[weakref.ref[pl.LazyFrame], Callable[[], Hashable], dict[str, Any]]] = {}
-_MEMO: OrderedDict[tuple[Hashable, Hashable], pl.DataFrame] = OrderedDict()
+_MEMO: OrderedDict[tuple[Hashable, Hashable], Any] = OrderedDict()
 _MEMO_SIZE = 32  # entries, and at most _MEMO_BYTES of summaries
 _MEMO_BYTES = 256 << 20
 _MEMO_LOCK = threading.Lock()
@@ -341,6 +341,11 @@ def _fingerprint(source: Source) -> Hashable | None:
     return None if entry is None else entry[1]()
 
 
+def memoised(source: Source) -> bool:
+    """True when summaries of ``source`` are kept across calls (a registered stable frame)."""
+    return _fingerprint(source) is not None
+
+
 def frame_facts(source: Source) -> Mapping[str, Any]:
     """What :func:`register_stable_frame` recorded about ``source``'s rows (empty if nothing)."""
     entry = _stable_entry(source)
@@ -364,15 +369,49 @@ def aggregate_memo(source: Source, agg: Aggregation, key: Hashable) -> tuple[pl.
             _MEMO.move_to_end((fp, key))
             return hit, False
     result = source.aggregate(agg)
-    if result.estimated_size() > _MEMO_BYTES // 4:
-        return result, True
-    with _MEMO_LOCK:
-        _MEMO[(fp, key)] = result
-        while len(_MEMO) > _MEMO_SIZE or sum(f.estimated_size() for f in _MEMO.values()) > (
-            _MEMO_BYTES
-        ):
-            _MEMO.popitem(last=False)
+    _keep(fp, key, result)
     return result, True
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, pl.DataFrame):
+        return int(value.estimated_size())
+    return sum(int(v.nbytes) for v in value.values())  # a mapping of numpy arrays
+
+
+def _keep(fp: Hashable, key: Hashable, value: Any) -> None:
+    if _nbytes(value) > _MEMO_BYTES // 4:
+        return
+    with _MEMO_LOCK:
+        _MEMO[(fp, key)] = value
+        _MEMO.move_to_end((fp, key))
+        while len(_MEMO) > _MEMO_SIZE or sum(_nbytes(v) for v in _MEMO.values()) > _MEMO_BYTES:
+            _MEMO.popitem(last=False)
+
+
+def recall(source: Source, key: Hashable) -> Mapping[Hashable, Any]:
+    """What :func:`remember` kept under ``key`` for ``source``'s data (empty if nothing)."""
+    fp = _fingerprint(source)
+    if fp is None:
+        return {}
+    with _MEMO_LOCK:
+        hit = _MEMO.get((fp, key))
+        if hit is None:
+            return {}
+        _MEMO.move_to_end((fp, key))
+        return hit
+
+
+def remember(source: Source, key: Hashable, values: Mapping[Hashable, Any]) -> None:
+    """Keep ``values`` (numpy arrays) of ``source``'s data under ``key``, added to those kept
+    before, in the store of :func:`aggregate_memo` (its bounds apply; unregistered frames keep
+    nothing). Used for the raw values a refinement pull fetched."""
+    fp = _fingerprint(source)
+    if fp is None or not values:
+        return
+    with _MEMO_LOCK:
+        merged = {**_MEMO.get((fp, key), {}), **values}
+    _keep(fp, key, merged)
 
 
 def clear_memo() -> None:

@@ -38,6 +38,7 @@ from shadowlab.drift import (
     quantile_table,
     wasserstein_distance,
 )
+from shadowlab.engine import clear_memo
 from shadowlab.logs import scan_pairs
 
 
@@ -213,13 +214,42 @@ def test_second_statistic_of_the_same_logs_reuses_the_histogram_until_a_file_cha
     got = psi(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=lf)
     fresh = psi(p, c)  # arrays: nothing to reuse
     assert (got.passes, fresh.passes) == (1, 2) and got.statistic == fresh.statistic
-    # a fresh scan of the same unchanged files is the same data
-    assert psi(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=scan_pairs(path)).passes == 1
+    # a fresh scan of the same unchanged files is the same data, and the values the first
+    # psi pulled are kept with its histogram: nothing is read
+    again_psi = psi(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=scan_pairs(path))
+    assert (again_psi.passes, again_psi.rows_pulled) == (0, 0)
+    assert again_psi.statistic == fresh.statistic
     # the file is replaced (new size and mtime): a scan of it is other data, measured again
     make_pairs(p[:3000], c[:3000] * 0.5).write_parquet(path)
     again = ks_2samp(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=scan_pairs(path))
     assert again.n_reference == 3000  # not the 4 000 rows measured before
     _assert_ks_equal(again, st.ks_2samp(p[:3000], c[:3000] * 0.5))
+
+
+def test_a_pull_fetches_the_bins_psi_and_quantiles_read_next(tmp_path, rng, monkeypatch):
+    # 150 000 uniform scores: ~13 rows a fine bin near 0.5, so ks_2samp needs a refinement pull
+    p, c = rng.random(150_000), rng.random(150_000) ** 1.05
+    path = tmp_path / "pairs.parquet"
+    make_pairs(p, c).write_parquet(path)
+    clear_memo()
+    lf = scan_pairs(path)
+    ks = ks_2samp(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=lf)
+    _assert_ks_equal(ks, st.ks_2samp(p, c))
+    assert ks.passes == 2 and ks.rows_pulled > 0
+    # the bins fetched along are not counted: the same rows_pulled as on a frame kept nowhere
+    plain = ks_2samp(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=pl.read_parquet(path))
+    assert plain.rows_pulled == ks.rows_pulled
+    # psi's cut points and the default quantiles' bins came with ks_2samp's pull: no read
+    got = psi(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=lf)
+    assert (got.passes, got.rows_pulled) == (0, 0)
+    assert got.statistic == psi(p, c).statistic
+    with monkeypatch.context() as m:  # (a quantile table does not report its passes)
+        m.setattr(drift._Run, "_scan_pull", lambda *a: pytest.fail("quantile_table read"))
+        table = quantile_table(S.PRIMARY_SCORE, S.CANDIDATE_SCORE, data=lf)
+    assert table.table.equals(quantile_table(p, c).table)
+    # the reverse direction's cut points too (psi of the candidate against the primary)
+    rev = psi(S.CANDIDATE_SCORE, S.PRIMARY_SCORE, data=lf)
+    assert rev.passes == 0 and rev.statistic == psi(c, p).statistic
 
 
 def test_ks_scores_outside_unit_interval(rng):
