@@ -307,9 +307,20 @@ def _machine() -> str:
         for p in ("shadowlab", "polars", "pyarrow", "numpy", "scipy", "evidently", "nannyml")
     )
     return (
-        f"{os.cpu_count()} cores, {mem_gb:.0f} GiB, {platform.machine()}, "
+        f"{os.cpu_count()} cores ({_cpu_model()}), {mem_gb:.0f} GiB, {platform.machine()}, "
         f"Python {platform.python_version()}; {pkgs}"
     )
+
+
+def _cpu_model() -> str:
+    """The CPU's name (numpy's sort and BLAS pick kernels by CPU: baselines move with it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def _markdown(results: dict[int, dict[str, Sample | str]], names: list[str], repeat: int) -> str:

@@ -371,6 +371,18 @@ def test_duplicate_request_ids_error_or_keep_first(tmp_path: Path) -> None:
         scan_pairs(tmp_path, duplicates="last")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("simd", [True, False], ids=["numpy-sort", "polars-sort"])
+def test_id_facts_are_the_same_with_either_sort(tmp_path: Path, monkeypatch, simd) -> None:
+    from shadowlab import logs
+
+    monkeypatch.setattr(logs, "_simd_sort", lambda: simd)
+    ids = [f"r{i}" for i in range(5000)] + ["r17", "r4999", None]
+    p = np.linspace(0, 1, len(ids))
+    path = write_file(make_pairs(p, p, request_ids=ids), tmp_path / "a.parquet")
+    frame, _ = logs._scan_files([path], S.PAIR_SCHEMA, "Pair-log")
+    assert logs._data_facts(frame) == logs._Facts(5003, 1, 2, 0)
+
+
 def test_id_check_is_cached_per_file_set_and_invalidated(tmp_path: Path) -> None:
     a = write_file(make_pairs([0.1, 0.2], [0.3, 0.4]), tmp_path / "date=1" / "a.parquet")
     assert scan_pairs(tmp_path).collect().height == 2
