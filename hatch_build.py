@@ -1,6 +1,7 @@
 """Build hook: compile ``shadowlab/_fold.c`` into ``shadowlab/_fold.so`` (loaded with ctypes).
 
-Run by hatchling for wheels and editable installs. Without a working C compiler the build goes
+Run by hatchling for wheels and editable installs, with ``$CC`` or the compiler Python was built
+with. Without a working C compiler the build goes
 on without the library and shadowlab folds histograms with numpy (same results, more CPU).
 """
 
@@ -24,7 +25,7 @@ class CustomBuildHook(BuildHookInterface):
             return
         root = Path(self.root)
         src, lib = root / "shadowlab" / "_fold.c", root / "shadowlab" / "_fold.so"
-        cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+        cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
         cmd = [*cc, *FLAGS, "-o", str(lib), str(src), "-lm"]
         try:
             subprocess.run(cmd, check=True, capture_output=True, text=True)
