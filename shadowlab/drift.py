@@ -1114,15 +1114,20 @@ class _Run:
         Their rows are kept for later calls, not counted in ``rows_pulled``."""
         if not wanted or not memoised(self.inputs[src].source):
             return {}
-        samples = [s for s in self.hists if s.src == src]
+        by_group: dict[tuple[Any, ...], list[_Sample]] = {}
+        for s in self.hists:
+            if s.src == src:
+                by_group.setdefault(s.group, []).append(s)
         ahead: dict[_Sample, set[int]] = {}
-        for a in samples:
-            if self.hist(a).total:
+        for samples in by_group.values():
+            for a in samples:
+                if not self.hist(a).total:
+                    continue
                 ahead.setdefault(a, set()).update(_quantile_needs(self.hist(a), DEFAULT_QUANTILES))
-            for b in samples:
-                if b != a and b.group == a.group and self.hist(a).total:
-                    for smp, bins in _psi_plan(self, a, b, 10, "quantile")[1].items():
-                        ahead.setdefault(smp, set()).update(bins)
+                for b in samples:
+                    if b != a:
+                        for smp, bins in _psi_plan(self, a, b, 10, "quantile")[1].items():
+                            ahead.setdefault(smp, set()).update(bins)
         out = {}
         for smp, bins in ahead.items():
             h = self.hist(smp)
