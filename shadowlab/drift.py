@@ -1031,7 +1031,7 @@ class _Run:
             rows = fetch(src, per_group) if fetch is not None else None
             fetched = rows is not None
             ahead: dict[_Sample, set[int]] = {}
-            if rows is None and isinstance(inp.source, PolarsSource):
+            if rows is None and self._scan_pullable(inp):
                 ahead = self._ahead(src, wanted)
                 scan_group = {g: {c: set(b) for c, b in pc.items()} for g, pc in per_group.items()}
                 for s, bins in ahead.items():
@@ -1098,6 +1098,10 @@ class _Run:
                         new[(s.column, s.group, k)] = x[lo:hi]
             remember(inp.source, self._values_key(src), new)
         self.passes += int(pulled)
+
+    def _scan_pullable(self, inp: _Input) -> bool:
+        """Whether :meth:`_scan_pull` reads ``inp`` (polars sources; others take a predicate)."""
+        return isinstance(inp.source, PolarsSource)
 
     def _values_key(self, src: int) -> tuple[Any, ...]:
         """Memo key of the values pulled from input ``src`` (with :func:`recall`): its group

@@ -38,7 +38,7 @@ from shadowlab.drift import (
     quantile_table,
     wasserstein_distance,
 )
-from shadowlab.engine import clear_memo
+from shadowlab.engine import PolarsSource, clear_memo
 from shadowlab.logs import scan_pairs
 
 
@@ -764,6 +764,7 @@ def _build_only(monkeypatch, func, *args):
     with monkeypatch.context() as m:
         m.setattr(drift, "_hist_fold", lambda *a, **k: (None, None))
         m.setattr(drift, "_paired_fold", lambda *a, **k: (None, None))
+        m.setattr(drift._Run, "_scan_pullable", lambda self, inp: False)
         return func(*args)
 
 
@@ -863,6 +864,46 @@ def test_paired_numpy_fold_equals_the_polars_joins(rng, monkeypatch):
     paired = pl.col("comparison") == "candidate_vs_primary"
     assert fast.filter(paired).height == 3
     assert fast.drop("wasserstein_error_bound").equals(slow.drop("wasserstein_error_bound"))
+
+
+@pytest.mark.parametrize("how", ["scan", "predicate", "predicate for all groups"])
+def test_grouped_pull_fetches_each_groups_bins_exactly(rng, monkeypatch, how):
+    # _Run.pull on a grouped polars input: the scan pull (bin-id lookups per chunk and group)
+    # and the predicate pulls (Spark's) return every value of each wanted (group, column, bin)
+    # and count the same wanted rows
+    n = 60_000
+    g = rng.choice(["a", "b", "c"], n)
+    frame = pl.DataFrame({"g": g, "x": rng.beta(0.5, 8, n), "y": rng.random(n)})
+    frame = frame.with_columns(
+        pl.when(pl.int_range(n) % 97 == 0).then(None).otherwise("x").alias("x")
+    )
+    if how != "scan":
+        monkeypatch.setattr(drift._Run, "_scan_pullable", lambda self, inp: False)
+    if how == "predicate for all groups":
+        monkeypatch.setattr(drift, "MAX_PULL_GROUPS", 1)
+    run = drift._Run("test", None)
+    src = run.add_input(
+        drift._Input(PolarsSource(frame.lazy()), ["x", "y"], [("g", pl.col("g"))], ["g"])
+    )
+    run.measure()
+    grid = run.grid
+    needs, want_rows = {}, 0
+    for key, col in (("a", "x"), ("b", "x"), ("b", "y"), ("c", "y")):
+        h = run.hist(drift._Sample(src, col, (key,)))
+        bins = set(h.bin[h.mn != h.mx][[3, 40, 41, 500]].tolist())
+        needs[drift._Sample(src, col, (key,))] = bins
+    run.pull(needs)
+    hit = np.zeros(n, bool)
+    for smp, bins in needs.items():
+        rows = frame.filter(pl.col("g") == smp.group[0])[smp.column].drop_nulls().to_numpy()
+        ids = grid.bin_np(rows)
+        for b in bins:
+            np.testing.assert_array_equal(run.value(smp, b), np.sort(rows[ids == b]))
+        at = (frame["g"] == smp.group[0]).to_numpy()
+        vals = frame[smp.column].fill_null(np.nan).to_numpy()
+        hit |= at & np.isin(grid.bin_np(vals), list(bins))
+    want_rows = int(hit.sum())
+    assert run.rows_pulled == want_rows > 0 and run.passes == 2
 
 
 def test_refinement_pull_per_group_or_for_all_groups_gives_the_same_comparison(rng, monkeypatch):
