@@ -1073,6 +1073,7 @@ class _Run:
                     # one float sort per group (a two-key (group, x) sort was ~7x slower);
                     # bin ids are monotone in x: sorted by x is sorted by bin too
                     x = pl.Series(xs[sel]).sort().to_numpy()
+                    x.flags.writeable = False  # its slices are kept in the memo: never changed
                     b = self.grid.bin_np(x)
                     s = _Sample(src, c, gkey)
                     if s in cwanted:
