@@ -1,8 +1,8 @@
 """Build hook: compile ``shadowlab/_fold.c`` into ``shadowlab/_fold.so`` (loaded with ctypes).
 
 Run by hatchling for wheels and editable installs, with ``$CC`` or the compiler Python was built
-with. Without a working C compiler the build goes
-on without the library and shadowlab folds histograms with numpy (same results, more CPU).
+with. Without a working C compiler the build goes on without the library and shadowlab folds
+histograms with numpy (same results, more CPU).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The compiled fine-histogram fold (``_fold.c``), loaded with ctypes when it was built.
 
 ``pip install`` compiles ``_fold.c`` into ``_fold.so`` next to this file (``hatch_build.py``,
-with the C compiler Python was built with); without a compiler the package installs without it
+with ``$CC`` or the C compiler Python was built with); without a compiler the package installs without it
 and :mod:`shadowlab.drift` folds with numpy, with identical results (``tests/test_native.py``).
 ``SHADOWLAB_NATIVE=0`` switches the compiled fold off. ctypes releases the GIL for the call.
 """

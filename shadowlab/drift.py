@@ -8,8 +8,8 @@ arrays and a week of Parquet logs alike, in two or three passes over the data:
    of offsets from the bin's left edge when Wasserstein is wanted); nulls/NaN in their own bin,
    so sizes, missing counts and ranges come with it (on a polars source the chunks are folded
    into dense arrays by a small C kernel or by numpy, see ``_hist_fold``; on Spark the same
-   summary is a polars group-by per task). Scores usually lie in [0, 1], so that grid is tried first: the
-   *dyadic* grid (``_DyadicGrid``, 94 210 bins), whose bins narrow towards 0 and 1 in
+   summary is a polars group-by per task). Scores usually lie in [0, 1], so that grid is tried
+   first: the *dyadic* grid (``_DyadicGrid``, 94 210 bins), whose bins narrow towards 0 and 1 in
    proportion to the distance from them, as fraud-like scores crowd there (at 10 M pairs by
    day it halved compare_scores' exact pull against ``2**16`` equal-width bins). Values outside
    [0, 1] (or a range much narrower than it) cost one more pass on the observed [min, max],
@@ -249,21 +249,16 @@ BIN_BLOCK: int = 1 << 16
 the core's cache (here 5-6 ns a value in blocks of 64 Ki against ~16 ns over a 1 M-row chunk)."""
 
 
-def _bin_ids(
-    grid: _Grid | _DyadicGrid,
-    bin_block: Callable[[np.ndarray, int], np.ndarray],
-    x: np.ndarray,
-    shift: int,
-) -> np.ndarray:
-    """``bin_block(x, shift)``: by the compiled kernel when it is built (the same ids), else in
-    numpy :data:`BIN_BLOCK` values at a time."""
+def _bin_ids(grid: _Grid | _DyadicGrid, x: np.ndarray, shift: int) -> np.ndarray:
+    """The grid's bin ids of ``x`` plus ``shift``: by the compiled kernel when it is built (the
+    same ids), else by the grid's numpy ``_bin_block``, :data:`BIN_BLOCK` values at a time."""
     if _native.available():
         return _native.bin_ids(grid.native, x, shift)
     if len(x) <= BIN_BLOCK:
-        return bin_block(x, shift)
+        return grid._bin_block(x, shift)
     out = np.empty(len(x), np.int64)
     for i in range(0, len(x), BIN_BLOCK):
-        out[i : i + BIN_BLOCK] = bin_block(x[i : i + BIN_BLOCK], shift)
+        out[i : i + BIN_BLOCK] = grid._bin_block(x[i : i + BIN_BLOCK], shift)
     return out
 
 
@@ -341,7 +336,7 @@ class _Grid:
 
         The same IEEE operations in the same order, so the ids are identical to :meth:`bin`'s.
         """
-        return _bin_ids(self, self._bin_block, x, shift)
+        return _bin_ids(self, x, shift)
 
     def _bin_block(self, x: np.ndarray, shift: int) -> np.ndarray:
         scale = self.bins / (self.hi - self.lo) if self.hi > self.lo else 0.0
@@ -474,7 +469,7 @@ class _DyadicGrid:
         [0, 1]), the half-key, then ``key`` below 0.5 and ``2 * half - 1 - key`` from 0.5 up as
         ``key ^ m + (2 * half) & m`` with ``m`` all ones on the upper half.
         """
-        return _bin_ids(self, self._bin_block, x, shift)
+        return _bin_ids(self, x, shift)
 
     def _bin_block(self, x: np.ndarray, shift: int) -> np.ndarray:
         with np.errstate(invalid="ignore"):
