@@ -4,6 +4,8 @@
 with ``$CC`` or the C compiler Python was built with); without a compiler the package installs without it
 and :mod:`shadowlab.drift` folds with numpy, with identical results (``tests/test_native.py``).
 ``SHADOWLAB_NATIVE=0`` switches the compiled fold off. ctypes releases the GIL for the call.
+The same library holds the first histogram of :func:`shadowlab.thresholds.calibrate_threshold`
+(:class:`HourHistogram`; a polars group-by without it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 LIBRARY = Path(__file__).with_name("_fold.so")
 
 _P, _I, _D = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
@@ -35,6 +37,16 @@ def _load() -> ctypes.CDLL | None:
     lib.shadowlab_bin_ids.restype = None
     lib.shadowlab_fold.argtypes = [_P, _I, *_GRID, _P, _P, _P, _P, _P]
     lib.shadowlab_fold.restype = None
+    lib.shadowlab_hhist_new.argtypes = [_I, _I]
+    lib.shadowlab_hhist_new.restype = _P
+    lib.shadowlab_hhist_free.argtypes = [_P]
+    lib.shadowlab_hhist_free.restype = None
+    lib.shadowlab_hhist_add.argtypes = [_P, _P, _P, _P, _P, _P, _I, _D, _I, _I, _D, _P, _P]
+    lib.shadowlab_hhist_add.restype = _I
+    lib.shadowlab_hhist_size.argtypes = [_P]
+    lib.shadowlab_hhist_size.restype = _I
+    lib.shadowlab_hhist_export.argtypes = [_P, _P, _P, _P, _P, _P, _P, _P]
+    lib.shadowlab_hhist_export.restype = None
     return lib
 
 
@@ -85,3 +97,82 @@ def fold(
         None if s is None else s.ctypes.data,
         lefts.ctypes.data,
     )
+
+
+NULL_US = np.iinfo(np.int64).min
+"""The timestamp that stands for a null one in :class:`HourHistogram` (year -292 277)."""
+
+
+class SegmentCollision(RuntimeError):
+    """Two segment values had the same first hash but not the same second one."""
+
+
+class TooSparse(RuntimeError):
+    """The dense cells would exceed their bound (very many sparse segments)."""
+
+
+class HourHistogram:
+    """The cells of :func:`shadowlab.thresholds._hist_agg` (hour, v1 flag, candidate bin,
+    segment) accumulated by ``_fold.c``: rows, min and max of the finite candidate scores, how
+    many reach ``t1``; dense per (hour, segment), at most ``max_cells`` cells.
+
+    Segments are given as two 64-bit hashes of their values (different seeds); the first
+    numbers them in order of first appearance, the second must agree on every row of a number
+    (else :class:`SegmentCollision`). :meth:`add` returns each row's number and the rows where
+    new numbers first appeared (the caller keeps their values)."""
+
+    def __init__(
+        self, t1: float, inclusive: bool, nbins: int, scale: float, max_cells: int = 1 << 24
+    ) -> None:
+        assert _LIB is not None
+        self._args = (float(t1), int(bool(inclusive)), int(nbins), float(scale))
+        self._h = _LIB.shadowlab_hhist_new(int(nbins), int(max_cells))
+        if not self._h:
+            raise MemoryError("shadowlab: no memory for the calibration histogram")
+
+    def add(
+        self, us: np.ndarray, p: np.ndarray, c: np.ndarray, seg: np.ndarray, check: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Add rows (epoch microseconds, NULL_US for none; both scores, NaN for none; the two
+        segment hashes); returns (segment number per row, rows where new numbers appeared)."""
+        assert self._h, "closed"
+        us = np.ascontiguousarray(us, dtype=np.int64)
+        p, c = _f64(p), _f64(c)
+        seg = np.ascontiguousarray(seg, dtype=np.uint64)
+        check = np.ascontiguousarray(check, dtype=np.uint64)
+        n = len(us)
+        assert len(p) == len(c) == len(seg) == len(check) == n
+        codes = np.empty(n, np.int32)
+        first = np.empty(n, np.int64)
+        got = _LIB.shadowlab_hhist_add(
+            self._h, us.ctypes.data, p.ctypes.data, c.ctypes.data, seg.ctypes.data,
+            check.ctypes.data, n, *self._args, codes.ctypes.data, first.ctypes.data,
+        )  # fmt: skip
+        if got < 0:
+            self.close()
+            if got == -2:
+                raise SegmentCollision("two segment values share a 64-bit hash")
+            if got == -3:
+                raise TooSparse("the calibration histogram's dense cells exceed their bound")
+            raise MemoryError("shadowlab: no memory for the calibration histogram")
+        return codes, first[:got]
+
+    def cells(self) -> dict[str, np.ndarray]:
+        """The cells holding a row: ``key``, ``null_ts`` (a null timestamp: key null),
+        ``code``, ``n``, ``vmin``, ``vmax`` (+inf/-inf: no finite candidate score), ``naive``."""
+        assert self._h, "closed"
+        m = int(_LIB.shadowlab_hhist_size(self._h))
+        out = {k: np.empty(m, np.int64) for k in ("key", "code", "n", "naive")}
+        out["null_ts"] = np.empty(m, np.int8)
+        out["vmin"], out["vmax"] = np.empty(m), np.empty(m)
+        names = ("key", "null_ts", "code", "n", "vmin", "vmax", "naive")
+        _LIB.shadowlab_hhist_export(self._h, *(out[k].ctypes.data for k in names))
+        return out
+
+    def close(self) -> None:
+        if self._h:
+            _LIB.shadowlab_hhist_free(self._h)  # type: ignore[union-attr]
+            self._h = None
+
+    def __del__(self) -> None:
+        self.close()

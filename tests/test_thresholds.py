@@ -357,3 +357,111 @@ def test_nan_and_inf_in_a_raw_frame_count_as_failures(rng):
     assert (res.n_excluded, res.n_primary_failed, res.n_candidate_failed) == (2, 1, 1)
     assert res.primary_count == np.sum(p[keep] >= 0.5)
     assert res.threshold == brute_force(c[keep], res.primary_count, "nearest", True)[0]
+
+
+# --- the compiled first pass (_fold.c's hour histogram) against the polars group-by ---------
+
+needs_lib = pytest.mark.skipif(not T._native.available(), reason="shadowlab/_fold.so not built")
+
+
+def _hard_frame(rng, n: int = 30_000) -> pl.DataFrame:
+    """Scores on and beside every first-pass bin edge and v1's threshold, specials, nulls; a
+    timestamp column crossing 1970 off the hour, with nulls; segments with nulls."""
+    edges = np.arange(-1, T._BINS + 2) / T._BINS
+    special = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, 0.5, 5e-324, 2.0, -3.0, 1e308]
+    pool = np.concatenate(
+        [edges, np.nextafter(edges, 2), np.nextafter(edges, -2), special, rng.random(200)]
+    )
+    p = rng.choice(pool, n)
+    c = rng.choice(pool, n)
+    us = np.sort(rng.integers(-30 * 3_600_000_000, 200 * 3_600_000_000, n)) + 1_234
+    frame = pl.DataFrame(
+        {
+            "ts": pl.Series(us, dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+            "primary_score": p,
+            "candidate_score": c,
+            "country": rng.choice(["US", "DE", "FR", "", "BR"], n),
+            "tier": rng.integers(0, 3, n),
+        }
+    )
+    nulls = rng.random((4, n)) < 0.02
+    return frame.with_columns(
+        pl.when(~pl.Series(nulls[0])).then(pl.col("ts")).alias("ts"),
+        pl.when(~pl.Series(nulls[1])).then(pl.col("primary_score")).alias("primary_score"),
+        pl.when(~pl.Series(nulls[2])).then(pl.col("candidate_score")).alias("candidate_score"),
+        pl.when(~pl.Series(nulls[3])).then(pl.col("country")).alias("country"),
+    )
+
+
+def _first_pass(frame: pl.DataFrame, by, t1, inclusive, chunk: int | None = None):
+    from shadowlab.engine import merge_partials
+
+    agg = T._hist_agg(
+        T._bin0(T._clean("candidate_score")) + 1, T._BINS + 2, by, t1, inclusive,
+        schema=frame.schema,
+    )  # fmt: skip
+    assert agg.fold is not None
+    prepared = agg.prepare(frame.lazy()).collect()
+    chunks = prepared.iter_slices(chunk) if chunk else [prepared]
+    return (
+        merge_partials([agg.fold(chunks)], agg),
+        merge_partials([agg.build(frame.lazy()).collect()], agg),
+    )
+
+
+@needs_lib
+@pytest.mark.parametrize("by", [[], ["country"], ["country", "tier"]])
+@pytest.mark.parametrize("inclusive", [True, False])
+def test_compiled_first_pass_equals_the_group_by(rng, by, inclusive):
+    """Cell for cell, in one chunk and in uneven chunks, at a threshold on a bin edge and off it:
+    the build (polars' group-by, what Spark runs) is the reference."""
+    frame = _hard_frame(rng)
+    for t1 in (0.5, 0.3 + 1e-9):
+        for chunk in (None, 977):
+            got, want = _first_pass(frame, by, t1, inclusive, chunk)
+            assert got.schema == want.schema
+            assert got.equals(want, null_equal=True), (by, t1, chunk)
+            assert int(got["n"].sum()) == frame.height
+            assert got["_k"].null_count() > 0  # the null timestamps' cells are there
+
+
+@needs_lib
+def test_compiled_first_pass_gives_the_same_calibration(rng, monkeypatch):
+    n = 20_000
+    p, c = rng.beta(2, 5, n), rng.beta(2, 4, n)
+    df = make_pairs(p, c, country=rng.choice(["US", "DE", "FR"], n).tolist())
+    fast = calibrate_threshold(df, 0.6, by="country")
+    monkeypatch.setattr(T._native, "_LIB", None)  # no library: the group-by
+    slow = calibrate_threshold(df, 0.6, by="country")
+    assert fast.to_dict() == slow.to_dict()
+
+
+@needs_lib
+@pytest.mark.parametrize("error", ["SegmentCollision", "TooSparse"])
+def test_compiled_first_pass_falls_back_to_the_group_by(rng, monkeypatch, error):
+    n = 5_000
+    df = make_pairs(rng.random(n), rng.random(n), country=rng.choice(["US", "DE"], n).tolist())
+    want = calibrate_threshold(df, 0.5, by="country").to_dict()
+
+    def add(self, *args):
+        raise getattr(T._native, error)("forced")
+
+    monkeypatch.setattr(T._native.HourHistogram, "add", add)
+    assert calibrate_threshold(df, 0.5, by="country").to_dict() == want
+
+
+@needs_lib
+def test_hour_histogram_reports_a_hash_collision_and_its_bound():
+    from shadowlab import _native
+
+    us = np.zeros(4, np.int64)
+    s = np.array([0.1, 0.2, 0.3, 0.4])
+    seg = np.array([7, 7, 9, 7], np.uint64)
+    hist = _native.HourHistogram(0.5, True, T._BINS + 2, float(T._BINS))
+    codes, first = hist.add(us, s, s, seg, seg.copy())
+    assert codes.tolist() == [0, 0, 1, 0] and first.tolist() == [0, 2]
+    with pytest.raises(_native.SegmentCollision):  # segment 7's second hash changes
+        hist.add(us, s, s, seg, np.array([7, 8, 9, 7], np.uint64))
+    small = _native.HourHistogram(0.5, True, T._BINS + 2, float(T._BINS), max_cells=200)
+    with pytest.raises(_native.TooSparse):  # two (hour, segment) blocks of 133 cells
+        small.add(us, s, s, seg, seg)
