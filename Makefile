@@ -14,6 +14,7 @@ $(PY):
 
 $(STAMP): pyproject.toml hatch_build.py shadowlab/_fold.c | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev,notebooks,spark]'
+	$(PY) -m compileall -q shadowlab  # bytecode, as an installed package has (even if PYTHONDONTWRITEBYTECODE)
 	touch $(STAMP)
 
 # System packages the tests use: Debian's chromium + chromedriver (the HTML report's browser test)

@@ -1480,7 +1480,9 @@ def _resolve_segments(policy: GatePolicy, names: Sequence[str]) -> list[str]:
 def _label_ids(labels: pl.DataFrame | None) -> pl.Series | None:
     if labels is None:
         return None
-    return labels[S.REQUEST_ID].unique()  # a hash-set probe: no order needed
+    # as they are: the probe hashes them into a set, and is_in builds its own set (a unique()
+    # of the 2.4 M label ids of a 50 M-pair week first cost ~0.8 s)
+    return labels[S.REQUEST_ID]
 
 
 def _pull_labels(ctx: _Context) -> None:
