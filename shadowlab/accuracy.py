@@ -266,9 +266,15 @@ def _descending_order(scores: np.ndarray) -> np.ndarray:
 
     A stable order restricted to a subset of the rows is the subset's own stable order, so one
     sort of the labelled rows serves every slice of them (see :func:`_restrict_order`).
+
+    polars' stable sort (on both cores) gives that permutation in about half the time of
+    numpy's ``s.size - 1 - flip(argsort(flip(s), kind="stable"))``. Both tie -0.0 with 0.0 and
+    sort NaN first; ``tests/test_accuracy.py`` checks the two orders are equal.
     """
-    s = np.asarray(scores)
-    return s.size - 1 - np.flip(np.argsort(np.flip(s), kind="stable"))
+    s = pl.Series("s", np.asarray(scores, dtype=np.float64))
+    frame = pl.DataFrame(s).with_row_index("i")
+    order = frame.sort("s", descending=True, maintain_order=True)["i"]
+    return order.to_numpy().astype(np.int64)
 
 
 def _restrict_order(order: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -323,6 +323,25 @@ def test_compressed_bootstrap_matches_row_bootstrap(rng, monkeypatch, inclusive)
     np.testing.assert_allclose(width(fast), width(exact), rtol=0.25, atol=0.004)
 
 
+def test_descending_order_is_sklearns_stable_descending_permutation(rng):
+    # sklearn's array-API argsort(descending=True, stable=True), written with numpy: ties in
+    # input order; -0.0 ties with 0.0; NaN first
+    def reference(s):
+        return s.size - 1 - np.flip(np.argsort(np.flip(s), kind="stable"))
+
+    cases = [
+        np.round(rng.random(300_000), 3),
+        rng.random(1000),
+        np.array([0.0, -0.0, 1.0, np.nan, 0.0, -0.0, np.nan, 1.0, 0.5, -np.inf, np.inf]),
+        np.array([0.5]),
+        np.array([], float),
+    ]
+    for s in cases:
+        got = A._descending_order(s)
+        assert got.dtype == np.int64
+        assert np.array_equal(got, reference(s))
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 def test_one_sort_ap_auc_equal_sklearn_bit_for_bit(rng, weighted):
     # ties (rounded scores), varying weights, and slices ranked by restricting one order
