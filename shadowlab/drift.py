@@ -1223,6 +1223,11 @@ class _Run:
     def value(self, s: _Sample, k: int) -> np.ndarray | None:
         return self.values.get((_Sample(s.src, s.column, s.group), int(k)))
 
+    def values_of(self, s: _Sample, ks: Iterable[int]) -> list[np.ndarray | None]:
+        """:meth:`value` of each bin in ``ks`` (Python ints), one key built for all."""
+        key, get = _Sample(s.src, s.column, s.group), self.values.get
+        return [get((key, k)) for k in ks]
+
 
 def _sorted_union(*arrays: np.ndarray) -> np.ndarray:
     """Sorted distinct values of already sorted arrays (``np.unique`` of their concatenation).
@@ -1961,7 +1966,7 @@ def _count_below(run: _Run, s: _Sample, h: _Hist, cuts: np.ndarray) -> np.ndarra
     if s.src < 0:
         return run.sketches[s.src].count_below(cuts)
     assert run.grid is not None
-    kb = pl.select(run.grid.bin(pl.lit(pl.Series(cuts, dtype=pl.Float64)))).to_series().to_numpy()
+    kb = run.grid.bin_np(np.asarray(cuts, np.float64))  # = grid.bin (tests/test_drift.py)
     cum = np.cumsum(h.n)
     out = np.zeros(len(cuts), np.int64)
     for i, (c, k) in enumerate(zip(cuts, kb, strict=True)):
@@ -1984,9 +1989,7 @@ def _cut_bins(run: _Run, cuts: np.ndarray) -> set[int]:
     assert run.grid is not None
     if len(cuts) == 0:
         return set()
-    return set(
-        pl.select(run.grid.bin(pl.lit(pl.Series(cuts, dtype=pl.Float64)))).to_series().to_list()
-    )
+    return set(run.grid.bin_np(np.asarray(cuts, np.float64)).tolist())
 
 
 @dataclass(frozen=True, slots=True)
@@ -2526,10 +2529,19 @@ def _w_finish(plan: _WPlan, run: _Run, s1: _Sample, s2: _Sample) -> tuple[float,
     cnt1 = np.diff(np.append(plan.b1, plan.n1))  # rows of each sample in each bin
     cnt2 = np.diff(np.append(plan.b2, plan.n2))
     exact_j, vals1, vals2 = [], [], []
-    for j in np.flatnonzero(plan.cross).tolist():
-        k = int(plan.bins[j])
-        v1 = run.value(s1, k) if cnt1[j] else np.zeros(0)
-        v2 = run.value(s2, k) if cnt2[j] else np.zeros(0)
+    cross = np.flatnonzero(plan.cross)
+    ks = plan.bins[cross].tolist()
+    none = np.zeros(0)
+    for j, v1, v2, c1, c2 in zip(
+        cross.tolist(),
+        run.values_of(s1, ks),
+        run.values_of(s2, ks),
+        cnt1[cross].tolist(),
+        cnt2[cross].tolist(),
+        strict=True,
+    ):
+        v1 = v1 if c1 else none
+        v2 = v2 if c2 else none
         if v1 is None or v2 is None:
             est = abs(plan.i1[j] - plan.i2[j])
             total += est
