@@ -521,7 +521,7 @@ def test_compare_scores_rows_match_single_statistics(week, rng):
     assert paired["ks_statistic"] == float(st.ks_2samp(p1, c1).statistic)
     assert paired["psi"] == pytest.approx(psi(p1, c1).statistic, rel=1e-12)
     assert paired["wasserstein"] == pytest.approx(st.wasserstein_distance(p1, c1), rel=1e-9)
-    assert paired["pvalue_valid"] is False
+    assert paired["pvalue_valid"] is False and paired["ks_pvalue"] is None
     assert paired["missing_reference"] == int(np.isnan(p[m1]).sum())
     vs_ref = row.filter(pl.col("comparison") == "vs_reference").row(0, named=True)
     assert vs_ref["model"] == "candidate" and vs_ref["pvalue_valid"] is True
@@ -668,9 +668,12 @@ def test_cli_compare_writes_json(week, tmp_path, capsys):
     code = main(["compare", str(logs), "--every", "1d", "--by", "country", "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "candidate_vs_primary" in text and "not a valid test" in text
+    assert "candidate_vs_primary" in text and "it has no p-value" in text
     data = json.loads(out.read_text())
     assert len(data["table"]) == 2 * (1 + 3 + 3)  # per segment: day 0 paired only, then 3
+    for row in data["table"]:  # a paired row's p-value is null, the others' are numbers
+        paired = row["comparison"] == "candidate_vs_primary"
+        assert (row["ks_pvalue"] is None) == paired and row["pvalue_valid"] is not paired
     assert main(["compare", str(logs), "--bins", "1"]) == 2
 
 

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     print(
         "note: candidate_vs_primary compares the same requests (dependent samples): read KS D "
-        "and PSI as effect sizes; its p-value is not a valid test."
+        "and PSI as effect sizes; it has no p-value (the test assumes independent samples)."
     )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
