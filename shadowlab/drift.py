@@ -1857,10 +1857,9 @@ def _ks_from_plan(
         plan, values if values is not None else run, s1, s2, alternative, exact
     )
     asymp = method == "asymp" or (method == "auto" and max(plan.n1, plan.n2) > 10000)
+    p, used = math.nan, "asymp"
     if pvalue or not asymp:
         d, p, used = _ks_pvalue(d, plan.n1, plan.n2, alternative, method)
-    else:
-        p, used = math.nan, "asymp"
     if not pvalue:
         p = math.nan
     h1, h2 = run.hist(s1), run.hist(s2)
@@ -2540,7 +2539,7 @@ def _w_finish(plan: _WPlan, run: _Run, s1: _Sample, s2: _Sample) -> tuple[float,
     exact_j, vals1, vals2 = [], [], []
     cross = np.flatnonzero(plan.cross)
     ks = plan.bins[cross].tolist()
-    none = np.zeros(0)
+    empty = np.zeros(0)
     for j, v1, v2, c1, c2 in zip(
         cross.tolist(),
         run.values_of(s1, ks),
@@ -2549,8 +2548,8 @@ def _w_finish(plan: _WPlan, run: _Run, s1: _Sample, s2: _Sample) -> tuple[float,
         cnt2[cross].tolist(),
         strict=True,
     ):
-        v1 = v1 if c1 else none
-        v2 = v2 if c2 else none
+        v1 = v1 if c1 else empty
+        v2 = v2 if c2 else empty
         if v1 is None or v2 is None:
             est = abs(plan.i1[j] - plan.i2[j])
             total += est
@@ -3000,10 +2999,10 @@ def compare_scores(
     -----
     **Paired rows are not two independent samples.** ``candidate_vs_primary`` compares the two
     models' scores of the *same* requests; the KS p-value assumes independence and is not a valid
-    test there, so it is null (``pvalue_valid`` is False). Read D, PSI and Wasserstein as effect sizes, and the
-    paired view: ``spearman`` (rank correlation of the two scores) and ``discordant_share`` (share
-    of request pairs whose order the candidate reverses, (1 - Kendall's tau-a)/2 without ties).
-    Both come from a mergeable cross-tab of the two scores' rank cells (256 per score, cells cut
+    test there, so it is null (``pvalue_valid`` is False). Read D, PSI and Wasserstein as effect
+    sizes, and the paired view: ``spearman`` (rank correlation of the two scores) and
+    ``discordant_share`` (share of request pairs whose order the candidate reverses,
+    (1 - Kendall's tau-a)/2 without ties). Both come from a mergeable cross-tab of the two scores' rank cells (256 per score, cells cut
     at the pooled marginal's quantiles, found from the fine histograms): Spearman is computed
     exactly on the cell-coarsened data (mid-ranks); the discordant share counts pairs in strictly
     ordered cells exactly and reports pairs sharing a cell row or column as the interval
