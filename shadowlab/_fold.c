@@ -166,6 +166,13 @@ void shadowlab_hhist_free(hhist_t *h) {
     free(h);
 }
 
+/* Entry i (hash hv) into the first empty slot from hv's (linear probing). */
+static inline void slot_put(int64_t *slot, int64_t cap, uint64_t hv, int64_t i) {
+    uint64_t mask = (uint64_t)cap - 1, s = hv & mask;
+    while (slot[s]) s = (s + 1) & mask;
+    slot[s] = i + 1;
+}
+
 static void *grow(void *p, int64_t count, size_t size, int *ok) {
     void *q = realloc(p, (size_t)count * size);
     if (!q) *ok = 0;
@@ -185,12 +192,7 @@ static int segments_grow(hhist_t *h) {
         free(gslot);
         return -1;
     }
-    uint64_t mask = (uint64_t)cap - 1;
-    for (int64_t i = 0; i < h->gsize; i++) {
-        uint64_t s = mix64(h->gkey[i]) & mask;
-        while (gslot[s]) s = (s + 1) & mask;
-        gslot[s] = i + 1;
-    }
+    for (int64_t i = 0; i < h->gsize; i++) slot_put(gslot, cap, mix64(h->gkey[i]), i);
     free(h->gslot);
     h->gslot = gslot;
     h->gcap = cap;
@@ -213,12 +215,8 @@ static int blocks_grow(hhist_t *h) {
         free(bslot);
         return -1;
     }
-    uint64_t mask = (uint64_t)cap - 1;
-    for (int64_t i = 0; i < h->bsize; i++) {
-        uint64_t s = block_hash(h->bhour[i], h->bseg[i]) & mask;
-        while (bslot[s]) s = (s + 1) & mask;
-        bslot[s] = i + 1;
-    }
+    for (int64_t i = 0; i < h->bsize; i++)
+        slot_put(bslot, cap, block_hash(h->bhour[i], h->bseg[i]), i);
     free(h->bslot);
     h->bslot = bslot;
     h->bcap = cap;
@@ -252,14 +250,9 @@ static int64_t find_block(hhist_t *h, int64_t hour, int64_t seg) {
         s = (s + 1) & mask;
     }
     if ((h->bsize + 1) * h->width > h->max_cells) return HH_TOO_SPARSE;
-    if (2 * (h->bsize + 1) > h->bcap) {
-        if (blocks_grow(h)) return HH_NOMEM;
-        mask = (uint64_t)h->bcap - 1;
-        s = block_hash(hour, seg) & mask;
-        while (h->bslot[s]) s = (s + 1) & mask;
-    }
+    if (2 * (h->bsize + 1) > h->bcap && blocks_grow(h)) return HH_NOMEM;
     int64_t b = h->bsize++;
-    h->bslot[s] = b + 1;
+    slot_put(h->bslot, h->bcap, block_hash(hour, seg), b);
     h->bhour[b] = hour;
     h->bseg[b] = seg;
     cell_t *c = h->cells + b * h->width;
@@ -289,21 +282,17 @@ int64_t shadowlab_hhist_add(hhist_t *h, const int64_t *us, const double *p, cons
         if (code < 0 || g != last_seg) { /* rows of one segment often come in runs */
             uint64_t gm = (uint64_t)h->gcap - 1, s = mix64(g) & gm;
             while (h->gslot[s] && h->gkey[h->gslot[s] - 1] != g) s = (s + 1) & gm;
-            if (!h->gslot[s]) {
-                if (2 * (h->gsize + 1) > h->gcap) {
-                    if (segments_grow(h)) return HH_NOMEM;
-                    gm = (uint64_t)h->gcap - 1;
-                    s = mix64(g) & gm;
-                    while (h->gslot[s]) s = (s + 1) & gm;
-                }
-                int64_t k = h->gsize++;
-                h->gkey[k] = g;
-                h->gcheck[k] = check[i];
-                h->last_block[k] = -1;
-                h->gslot[s] = k + 1;
+            if (h->gslot[s]) {
+                code = h->gslot[s] - 1;
+            } else {
+                if (2 * (h->gsize + 1) > h->gcap && segments_grow(h)) return HH_NOMEM;
+                code = h->gsize++;
+                h->gkey[code] = g;
+                h->gcheck[code] = check[i];
+                h->last_block[code] = -1;
+                slot_put(h->gslot, h->gcap, mix64(g), code);
                 first_row[created++] = i;
             }
-            code = h->gslot[s] - 1;
             last_seg = g;
         }
         if (h->gcheck[code] != check[i]) return HH_COLLISION;

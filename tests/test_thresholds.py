@@ -426,6 +426,18 @@ def test_compiled_first_pass_equals_the_group_by(rng, by, inclusive):
 
 
 @needs_lib
+def test_compiled_first_pass_with_many_segments_equals_the_group_by(rng):
+    # 300 segments: the segment table (64 slots at first) and the block table grow several
+    # times while rows come in, in chunks
+    frame = _hard_frame(rng).with_columns(
+        pl.Series("country", [f"c{i}" for i in rng.integers(0, 300, 30_000)])
+    )
+    got, want = _first_pass(frame, ["country"], 0.5, True, chunk=977)
+    assert want["country"].n_unique() == 300
+    assert got.equals(want, null_equal=True)
+
+
+@needs_lib
 def test_compiled_first_pass_gives_the_same_calibration(rng, monkeypatch):
     n = 20_000
     p, c = rng.beta(2, 5, n), rng.beta(2, 4, n)
