@@ -1242,6 +1242,30 @@ def _sorted_union(*arrays: np.ndarray) -> np.ndarray:
     return u
 
 
+def _merged_counts(
+    a1: np.ndarray, a2: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For two sorted arrays: their distinct values ``x`` (:func:`_sorted_union`'s), how many
+    values of each are ``<= x`` (``np.searchsorted(a, x, side="right")``) and whether ``x`` is
+    in ``a1``. One stable argsort of the two runs is a merge (timsort), O(n); four binary
+    searches of every point cost ~5x more (at 50 M pairs, 4.5 M pulled values: ~0.1 s against
+    ~0.5 s)."""
+    z = np.concatenate((a1, a2))
+    if len(z) == 0:
+        e = np.zeros(0, np.int64)
+        return z, e, e, np.zeros(0, bool)
+    order = np.argsort(z, kind="stable")
+    merged = z[order]
+    step = merged[1:] != merged[:-1]
+    first = np.concatenate(([True], step))  # each run of equal values: first and last place
+    last = np.concatenate((step, [True]))
+    from1 = np.cumsum(order < len(a1))
+    r1 = from1[last]
+    r2 = np.flatnonzero(last) + 1 - r1
+    in1 = np.diff(r1, prepend=0) > 0
+    return merged[first], r1, r2, in1
+
+
 def _merge_needs(*needs: Mapping[_Sample, set[int]]) -> dict[_Sample, set[int]]:
     out: dict[_Sample, set[int]] = {}
     for nd in needs:
@@ -1557,13 +1581,11 @@ def _ks_finish(
         len1 = np.fromiter((len(v) for v in vals1), np.int64, len(vals1))
         len2 = np.fromiter((len(v) for v in vals2), np.int64, len(vals2))
         off1, off2 = np.cumsum(len1) - len1, np.cumsum(len2) - len2
-        x = _sorted_union(a1, a2)
+        x, r1, r2, a = _merged_counts(a1, a2)
         jj = np.searchsorted(np.asarray(firsts), x, side="right") - 1  # each point's bin
-        c1 = plan.before1[idx][jj] - off1[jj] + np.searchsorted(a1, x, side="right")
-        c2 = plan.before2[idx][jj] - off2[jj] + np.searchsorted(a2, x, side="right")
+        c1 = plan.before1[idx][jj] - off1[jj] + r1
+        c2 = plan.before2[idx][jj] - off2[jj] + r2
         g = c1 / n1 - c2 / n2
-        pos = np.minimum(np.searchsorted(a1, x, side="left"), max(len(a1) - 1, 0))
-        a = (a1[pos] == x) if len(a1) else np.zeros(len(x), bool)
 
         def pick(mask: np.ndarray) -> float:
             # scipy takes argmax over concat(sorted(data1), sorted(data2)): the smallest value of

@@ -1138,3 +1138,21 @@ def test_jensen_shannon_distance_equals_scipy(rng):
         q[rng.integers(0, k, k // 4)] = 0
         want = float(jensenshannon(p, q, base=2))
         assert drift._jensenshannon(p, q) == pytest.approx(want, rel=1e-9, abs=1e-15)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_merged_counts_equals_the_binary_searches_it_replaces(seed):
+    # _merged_counts (one stable merge) must give exactly what _sorted_union plus
+    # np.searchsorted(side="right") and a membership test give: heavy ties, -0.0 beside 0.0,
+    # and empty sides included.
+    rng = np.random.default_rng(seed)
+    n1, n2 = [(0, 40), (40, 0), (0, 0), (1, 1), (300, 500), (2000, 50)][seed]
+    a1 = np.sort(rng.choice([-1.0, -0.0, 0.0, 0.25, 0.5, 1.0], n1) + 0.0 * rng.random(n1))
+    a2 = np.sort(np.round(rng.normal(0, 0.5, n2), 1))
+    a1[: n1 // 3] = np.where(a1[: n1 // 3] == 0.0, -0.0, a1[: n1 // 3])
+    x, r1, r2, in1 = drift._merged_counts(a1, a2)
+    np.testing.assert_array_equal(x, drift._sorted_union(a1, a2))
+    np.testing.assert_array_equal(r1, np.searchsorted(a1, x, side="right"))
+    np.testing.assert_array_equal(r2, np.searchsorted(a2, x, side="right"))
+    np.testing.assert_array_equal(in1, np.isin(x, a1))
+    assert len(x) == len(np.unique(np.concatenate((a1, a2))))
