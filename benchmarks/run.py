@@ -54,6 +54,14 @@ df = pl.scan_parquet(PAIRS + "/**/*.parquet").select("primary_score", "candidate
 assert df.height > 0
 """,
     ),
+    # what every shadowlab measurement below pays first: the request-id and non-finite checks
+    "shadowlab scan_pairs (validation alone)": (
+        "shadowlab.logs",
+        """
+from shadowlab.logs import scan_pairs
+scan_pairs(PAIRS)
+""",
+    ),
     "shadowlab ks_2samp + psi": (
         "shadowlab.drift",
         """

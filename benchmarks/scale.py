@@ -43,7 +43,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from weeks import PRIMARY_THRESHOLD, write_week  # noqa: E402
+from weeks import LAYOUT, PRIMARY_THRESHOLD, write_week  # noqa: E402
 
 _AGG = """
 import polars as pl
@@ -229,7 +229,7 @@ def _replicated_week(cache: Path, rows: int, base: int) -> Path:
     if rows % base:
         raise SystemExit(f"--replicate-from {base} must divide the size {rows}")
     source = write_week(cache, base)
-    out = cache / f"rows-{rows}-x{rows // base}"
+    out = cache / f"rows-{rows}-x{rows // base}-layout{LAYOUT}"
     if (out / "manifest.json").exists():
         return out
     for copy in range(rows // base):

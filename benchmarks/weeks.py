@@ -4,7 +4,8 @@ The synthetic-week generator (:mod:`shadowlab.synth`) trains real models and rou
 through the router, which is what tests need but too slow to make 50 M rows for every benchmark
 run. This module draws the same *shape* of week directly with numpy (daily volume profile, a
 trigger-shift candidate, a 1 % audit slice, selective labels) and writes it with pyarrow in the
-same hive layout, in chunks, so memory stays bounded at any size. Weeks are cached by row count.
+same hive layout and Parquet layout (:func:`shadowlab.logs.parquet_write_options`), in chunks, so
+memory stays bounded at any size. Weeks are cached by row count and :data:`LAYOUT`.
 """
 
 from __future__ import annotations
@@ -19,10 +20,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shadowlab import schema as S
+from shadowlab.logs import parquet_write_options
 
 START = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 PRIMARY_THRESHOLD = 0.5
 CHUNK = 2_000_000
+LAYOUT = 2
+"""Version of the files' layout, in the cache folder's name: a week cached before a change of
+layout (layout 1: every column zstd, 1 M-row groups) is written again, not reused."""
 COUNTRIES = np.array(["DE", "FR", "GB", "NL", "ES", "IT", "PL", "SE"])
 CHANNELS = np.array(["web", "app", "pos"])
 _HOURLY = np.array(
@@ -65,8 +70,8 @@ def _scores(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray, n
 
 
 def write_week(root: Path, rows: int, *, seed: int = 0) -> Path:
-    """Write (or reuse) a week of ``rows`` pairs under ``root/rows-<n>``; return that folder."""
-    out = root / f"rows-{rows}"
+    """Write (or reuse) a week of ``rows`` pairs under ``root/rows-<n>-layout<LAYOUT>``; return that folder."""
+    out = root / f"rows-{rows}-layout{LAYOUT}"
     if (out / "manifest.json").exists():
         return out
     rng = np.random.default_rng(seed)
@@ -116,11 +121,10 @@ def write_week(root: Path, rows: int, *, seed: int = 0) -> Path:
                 },
                 schema=schema,
             )
+            # the layout PairLogWriter writes (codecs, dictionaries, row groups): its read
+            # cost is what a team's own logs would cost
             pq.write_table(
-                table,
-                day_dir / f"part-{part:05d}.parquet",
-                compression="zstd",
-                row_group_size=1_000_000,
+                table, day_dir / f"part-{part:05d}.parquet", **parquet_write_options(table.schema)
             )
             # Selective labels: reviews for v1 flags and the audit slice, chargebacks for 60 %
             # of the unflagged fraud, days later.
@@ -157,7 +161,7 @@ def write_week(root: Path, rows: int, *, seed: int = 0) -> Path:
             "label": pa.array(np.concatenate([fraud, fraud]).astype(np.int8)),
         }
     )
-    pq.write_table(ref, out / "reference.parquet", compression="zstd")
+    pq.write_table(ref, out / "reference.parquet", **parquet_write_options(ref.schema))
     manifest = {
         "rows": rows,
         "seed": seed,

@@ -144,7 +144,7 @@ __all__ = [
     "simulate_week",
 ]
 
-GENERATOR_VERSION: Final = "2"
+GENERATOR_VERSION: Final = "3"
 """Bumped whenever the same parameters would produce different files."""
 
 SCENARIOS: Final = ("trigger-shift", "benign", "broken", "drift")
@@ -1044,7 +1044,9 @@ def _write_reference(path: Path, primary: np.ndarray, candidate: np.ndarray, y: 
             S.LABEL: pa.array(np.concatenate([y, y]).astype(np.int8), pa.int8()),
         }
     )
-    pq.write_table(table, path, compression="zstd")
+    from shadowlab.logs import parquet_write_options
+
+    pq.write_table(table, path, **parquet_write_options(table.schema))
 
 
 def _write_labels(folder: Path, parts: list[pl.DataFrame]) -> None:

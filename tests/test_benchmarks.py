@@ -75,6 +75,6 @@ def test_smoke_run_lists_every_measurement(tmp_path):
         assert float(cells[1]) > 0, rows[name]  # wall seconds
         assert float(cells[2]) > 0, rows[name]  # peak RSS MB
     # The week is generated in the cache folder (schema-v1 layout), not in the repository.
-    week = tmp_path / "cache" / "rows-20000"
+    (week,) = (tmp_path / "cache").glob("rows-20000-layout*")  # named by the files' layout
     assert (week / "manifest.json").exists()
     assert len(list((week / "pairs").glob("date=*/*.parquet"))) == 7

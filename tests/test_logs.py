@@ -91,6 +91,25 @@ def test_round_trip_partitions_metadata_and_context(tmp_path: Path) -> None:
     assert out.equals(df.sort(S.REQUEST_ID))
 
 
+def test_writer_layout_float_columns_lz4_the_rest_zstd(tmp_path: Path) -> None:
+    # parquet_write_options: LZ4 for the float columns (read 2.5x faster than zstd), zstd for
+    # the others, dictionaries for repetitive strings and bools only.
+    df = make_pairs([0.1, 0.2, 0.3], [0.4, 0.5, 0.6], seconds=[1, 2, 3], country=["DE", "FR", "US"])
+    with PairLogWriter(tmp_path) as log:
+        log.write_batch(df)
+    (f,) = tmp_path.rglob("*.parquet")
+    rg = pq.ParquetFile(f).metadata.row_group(0)
+    chunks = {rg.column(i).path_in_schema: rg.column(i) for i in range(rg.num_columns)}
+    codec = {name: c.compression for name, c in chunks.items()}
+    floats = [S.PRIMARY_SCORE, S.CANDIDATE_SCORE, S.PRIMARY_LATENCY, S.CANDIDATE_LATENCY]
+    assert {codec[c] for c in floats} == {"LZ4"}  # pyarrow's name of LZ4_RAW
+    assert codec[S.REQUEST_ID] == codec[S.TS] == codec["country"] == "ZSTD"
+    assert "RLE_DICTIONARY" in chunks["country"].encodings
+    assert "RLE_DICTIONARY" not in chunks[S.REQUEST_ID].encodings
+    assert "RLE_DICTIONARY" not in chunks[S.PRIMARY_SCORE].encodings
+    assert scan_pairs(tmp_path).collect().equals(df)
+
+
 def test_rows_out_of_day_order_are_partitioned(tmp_path: Path) -> None:
     df = make_pairs([0.1, 0.2, 0.3, 0.4], [0.5] * 4, seconds=[86_400, 5, 86_401, 6])
     with PairLogWriter(tmp_path) as log:
