@@ -25,9 +25,10 @@ from shadowlab.logs import parquet_write_options
 START = dt.datetime(2026, 11, 2, tzinfo=dt.UTC)
 PRIMARY_THRESHOLD = 0.5
 CHUNK = 2_000_000
-LAYOUT = 2
+LAYOUT = 3
 """Version of the files' layout, in the cache folder's name: a week cached before a change of
-layout (layout 1: every column zstd, 1 M-row groups) is written again, not reused."""
+layout (1: every column zstd, 1 M-row groups; 2: float columns LZ4; 3: timestamps delta + LZ4)
+is written again, not reused."""
 COUNTRIES = np.array(["DE", "FR", "GB", "NL", "ES", "IT", "PL", "SE"])
 CHANNELS = np.array(["web", "app", "pos"])
 _HOURLY = np.array(

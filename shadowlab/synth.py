@@ -144,7 +144,7 @@ __all__ = [
     "simulate_week",
 ]
 
-GENERATOR_VERSION: Final = "3"
+GENERATOR_VERSION: Final = "4"
 """Bumped whenever the same parameters would produce different files."""
 
 SCENARIOS: Final = ("trigger-shift", "benign", "broken", "drift")

@@ -85,15 +85,14 @@ def test_round_trip_partitions_metadata_and_context(tmp_path: Path) -> None:
     for f in tmp_path.rglob("*.parquet"):
         meta = pq.ParquetFile(f).schema_arrow.metadata
         assert meta[S.METADATA_KEY] == b"1"
-        assert pq.ParquetFile(f).metadata.row_group(0).column(0).compression == "ZSTD"
     out = scan_pairs(tmp_path).collect().sort(S.REQUEST_ID)
     assert out.columns == [*S.PAIR_SCHEMA, "country"]
     assert out.equals(df.sort(S.REQUEST_ID))
 
 
-def test_writer_layout_float_columns_lz4_the_rest_zstd(tmp_path: Path) -> None:
-    # parquet_write_options: LZ4 for the float columns (read 2.5x faster than zstd), zstd for
-    # the others, dictionaries for repetitive strings and bools only.
+def test_writer_parquet_layout_codecs_and_encodings(tmp_path: Path) -> None:
+    # parquet_write_options: LZ4 for the float columns (read 2.5x faster than zstd), delta + LZ4
+    # for timestamps, zstd for strings, dictionaries for repetitive strings and bools only.
     df = make_pairs([0.1, 0.2, 0.3], [0.4, 0.5, 0.6], seconds=[1, 2, 3], country=["DE", "FR", "US"])
     with PairLogWriter(tmp_path) as log:
         log.write_batch(df)
@@ -103,7 +102,8 @@ def test_writer_layout_float_columns_lz4_the_rest_zstd(tmp_path: Path) -> None:
     codec = {name: c.compression for name, c in chunks.items()}
     floats = [S.PRIMARY_SCORE, S.CANDIDATE_SCORE, S.PRIMARY_LATENCY, S.CANDIDATE_LATENCY]
     assert {codec[c] for c in floats} == {"LZ4"}  # pyarrow's name of LZ4_RAW
-    assert codec[S.REQUEST_ID] == codec[S.TS] == codec["country"] == "ZSTD"
+    assert codec[S.TS] == "LZ4" and "DELTA_BINARY_PACKED" in chunks[S.TS].encodings
+    assert codec[S.REQUEST_ID] == codec["country"] == codec[S.SERVED] == "ZSTD"
     assert "RLE_DICTIONARY" in chunks["country"].encodings
     assert "RLE_DICTIONARY" not in chunks[S.REQUEST_ID].encodings
     assert "RLE_DICTIONARY" not in chunks[S.PRIMARY_SCORE].encodings
