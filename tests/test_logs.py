@@ -402,6 +402,55 @@ def test_id_facts_are_the_same_with_either_sort(tmp_path: Path, monkeypatch, sim
     assert logs._data_facts(frame) == logs._Facts(5003, 1, 2, 0)
 
 
+@pytest.mark.parametrize("simd", [True, False], ids=["numpy-sort", "polars-sort"])
+@pytest.mark.parametrize("parallel_min", [2, 1 << 20], ids=["two-threads", "one-sort"])
+def test_sort_has_repeats_matches_numpy_unique(monkeypatch, simd, parallel_min) -> None:
+    # The reference is np.unique: a repeat exists iff fewer unique values than values. The
+    # cases put the repeated pair inside the lower half, inside the upper half and across the
+    # median (where the two-thread path's partition splits), and include none at all.
+    from shadowlab import logs
+
+    monkeypatch.setattr(logs, "_simd_sort", lambda: simd)
+    monkeypatch.setattr(logs, "_PARALLEL_SORT_MIN", parallel_min)
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 3, 10, 1001):
+        base = np.unique(rng.integers(0, 1 << 63, size=2 * n, dtype=np.uint64))[:n]
+        assert len(base) == n
+        cases = [base]
+        if n >= 2:
+            order = np.sort(base)
+            for v in (order[0], order[n // 2 - 1], order[n // 2], order[-1]):
+                cases.append(np.append(base, v))  # v twice: low, at the median, high
+        for values in cases:
+            values = rng.permutation(values)
+            expected = len(np.unique(values)) < len(values)
+            got = logs._sort_has_repeats(values.copy())
+            assert got is expected, (n, simd, parallel_min)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.1, 0.2, 0.3],
+        [0.1, float("nan"), 0.3],
+        [float("inf"), 0.2, None],
+        [float("-inf"), float("inf"), 0.5],  # the sum is NaN
+        [1e308, 1e308, 0.5],  # finite scores whose sum overflows: counted, not assumed bad
+        [None, None, None],
+    ],
+)
+def test_nonfinite_count_matches_numpy(values) -> None:
+    # Reference: numpy's ~isfinite over the non-null values of both columns.
+    from shadowlab import logs
+
+    frame = pl.LazyFrame(
+        {S.PRIMARY_SCORE: values, S.CANDIDATE_SCORE: list(reversed(values))},
+        schema={S.PRIMARY_SCORE: pl.Float64, S.CANDIDATE_SCORE: pl.Float64},
+    )
+    x = np.array([v for v in values if v is not None], dtype=float)
+    assert logs._nonfinite_count(frame) == 2 * int((~np.isfinite(x)).sum())
+
+
 def test_id_check_is_cached_per_file_set_and_invalidated(tmp_path: Path) -> None:
     a = write_file(make_pairs([0.1, 0.2], [0.3, 0.4]), tmp_path / "date=1" / "a.parquet")
     assert scan_pairs(tmp_path).collect().height == 2
